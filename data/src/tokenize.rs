@@ -1,0 +1,195 @@
+//! `firebrand data tokenize`: text datasets into the `tokens` rows trainers read.
+//!
+//! Each row is rendered through a chat template with its loss mask (`template.rs`), tokenized in
+//! parallel, cut to `max_len` (truncated or dropped, by option), and written one document per row or
+//! packed (`packing.rs`). Choices: a document with no trained token (no assistant turn, or none left
+//! after truncation) is dropped and counted, because a step over it would train on nothing; inputs
+//! are read and written in chunks, so memory is bounded by the chunk, not the dataset.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::error::{DataError, Result};
+use crate::kind::DatasetKind;
+use crate::packing::{Doc, pack, single};
+use crate::records::{ChatRow, CompletionRow, Message, Role};
+use crate::store::{Dataset, DatasetWriter, WriteMode};
+use crate::template::{MaskMode, Template, encode};
+use crate::tokenizer::Tokenizer;
+
+/// What to do with a document longer than `max_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Keep its first `max_len` tokens.
+    Truncate,
+    /// Leave it out.
+    Drop,
+}
+
+/// Options of one tokenize run.
+#[derive(Debug, Clone)]
+pub struct TokenizeOptions {
+    /// Chat template.
+    pub template: Template,
+    /// Which tokens are trained on.
+    pub mask: MaskMode,
+    /// Row length in tokens.
+    pub max_len: usize,
+    /// Pack several documents per row.
+    pub pack: bool,
+    /// Documents longer than `max_len`.
+    pub overflow: Overflow,
+    /// Documents read, tokenized and packed together.
+    pub chunk: usize,
+    /// What to do when the output exists.
+    pub mode: WriteMode,
+}
+
+/// What a tokenize run did.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizeReport {
+    /// Input rows read.
+    pub rows_in: usize,
+    /// Documents written.
+    pub docs: usize,
+    /// Output rows.
+    pub rows_out: usize,
+    /// Tokens written.
+    pub tokens: usize,
+    /// Trained tokens written.
+    pub loss_tokens: usize,
+    /// Documents cut to `max_len`.
+    pub truncated: usize,
+    /// Documents left out, by reason.
+    pub dropped: BTreeMap<&'static str, usize>,
+}
+
+impl TokenizeReport {
+    /// Fraction of the row capacity holding tokens (1.0 is perfect packing).
+    pub fn fill(&self, max_len: usize) -> f64 {
+        if self.rows_out == 0 {
+            0.0
+        } else {
+            self.tokens as f64 / (self.rows_out * max_len) as f64
+        }
+    }
+}
+
+/// The conversations of one chunk of input, with their ids.
+fn conversations(ds: &Dataset, batch: &arrow_array::RecordBatch) -> Result<Vec<(String, Vec<Message>)>> {
+    use crate::records::Record;
+    Ok(match ds.kind() {
+        DatasetKind::Chat => ChatRow::from_batch(batch)?
+            .into_iter()
+            .map(|r| (r.id, r.messages))
+            .collect(),
+        DatasetKind::Completion => CompletionRow::from_batch(batch)?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    vec![
+                        Message::new(Role::User, r.prompt),
+                        Message::new(Role::Assistant, r.completion),
+                    ],
+                )
+            })
+            .collect(),
+        other => {
+            return Err(DataError::Invalid(format!(
+                "{}: `data tokenize` reads chat or completion datasets, this one is `{other}`",
+                ds.path().display()
+            )));
+        }
+    })
+}
+
+/// Tokenizes `input` into a new `tokens` dataset at `out`; `progress` gets the input rows done.
+///
+/// # Errors
+/// When the tokenizer lacks the template's special tokens, the input is of another kind, or
+/// reading or writing fails. A failed run leaves no dataset at `out`.
+pub fn tokenize_dataset(
+    input: &Dataset,
+    tokenizer: &Tokenizer,
+    out: &Path,
+    opts: &TokenizeOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<TokenizeReport> {
+    if opts.max_len < 2 {
+        return Err(DataError::Invalid(format!(
+            "--max-len {} is too small (at least 2)",
+            opts.max_len
+        )));
+    }
+    opts.template.check(tokenizer)?;
+    if !matches!(input.kind(), DatasetKind::Chat | DatasetKind::Completion) {
+        conversations(input, &arrow_array::RecordBatch::new_empty(input.schema()))?;
+    }
+    let mut writer = DatasetWriter::create(out, DatasetKind::Tokens, opts.mode)?;
+    let mut report = TokenizeReport::default();
+    for batch in input.scan(None, opts.chunk.max(1))? {
+        let batch = batch?;
+        let convos = conversations(input, &batch)?;
+        report.rows_in += convos.len();
+        let encoded: Vec<Result<(String, crate::template::Encoded)>> = convos
+            .into_par_iter()
+            .map(|(id, messages)| {
+                let rendered = opts.template.render(&messages, opts.mask);
+                encode(tokenizer, &rendered).map(|e| (id, e))
+            })
+            .collect();
+        let mut docs = Vec::with_capacity(encoded.len());
+        for item in encoded {
+            let (id, enc) = item?;
+            if !enc.mask.iter().any(|&m| m) {
+                *report
+                    .dropped
+                    .entry("no trained token (no assistant turn)")
+                    .or_default() += 1;
+                continue;
+            }
+            let (mut ids, mut mask) = (enc.ids, enc.mask);
+            if ids.len() > opts.max_len {
+                match opts.overflow {
+                    Overflow::Drop => {
+                        *report.dropped.entry("longer than max_len").or_default() += 1;
+                        continue;
+                    }
+                    Overflow::Truncate => {
+                        ids.truncate(opts.max_len);
+                        mask.truncate(opts.max_len);
+                        if !mask.iter().any(|&m| m) {
+                            *report
+                                .dropped
+                                .entry("no trained token left after truncation")
+                                .or_default() += 1;
+                            continue;
+                        }
+                        report.truncated += 1;
+                    }
+                }
+            }
+            report.tokens += ids.len();
+            report.loss_tokens += mask.iter().filter(|&&m| m).count();
+            docs.push(Doc {
+                ids: ids.into_iter().map(|i| i as i32).collect(),
+                mask,
+                source_id: id,
+            });
+        }
+        report.docs += docs.len();
+        let rows = if opts.pack {
+            pack(docs, opts.max_len, usize::MAX)
+        } else {
+            docs.into_iter().map(single).collect()
+        };
+        report.rows_out += rows.len();
+        writer.write(&rows)?;
+        progress(report.rows_in);
+    }
+    writer.commit()?;
+    Ok(report)
+}

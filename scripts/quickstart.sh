@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's first command: install build dependencies, build, and run the quickstart.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+. scripts/env.sh
+cargo run --locked --quiet -- quickstart "$@"

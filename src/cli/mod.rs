@@ -1,0 +1,72 @@
+//! Command-line parsing and dispatch: one module per subcommand, each parsing, resolving and
+//! calling a library crate.
+
+mod data;
+mod pending;
+mod progress;
+mod quickstart;
+mod tokenizer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// firebrand: synthesize training data and fine-tune language models on it.
+#[derive(Debug, Parser)]
+#[command(name = "firebrand", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import, export, query, inspect and tokenize datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Train or inspect tokenizers.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
+    /// Synthesize datasets: lintseq, vifrag, mig, multiverse, prefs (not landed yet).
+    Synth(pending::Pending),
+    /// Train a model from a TOML recipe (not landed yet).
+    Train(pending::Pending),
+    /// Generate text from a checkpoint (not landed yet).
+    Generate(pending::Pending),
+    /// Export a checkpoint to the Hugging Face layout (not landed yet).
+    Export(pending::Pending),
+    /// Evaluate: instruction following, attention metrics (not landed yet).
+    Eval(pending::Pending),
+    /// Plot a run's metrics to PNG (not landed yet).
+    Plot(pending::Pending),
+    /// Run benchmarks (not landed yet).
+    Bench(pending::Pending),
+    /// Run the main job on the embedded sample: import, train a tokenizer, tokenize and pack, stats.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+/// Logs go to stderr, filtered by `FIREBRAND_LOG` (e.g. `FIREBRAND_LOG=debug`), warnings by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FIREBRAND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd),
+        Command::Tokenizer(cmd) => tokenizer::run(cmd),
+        Command::Quickstart(args) => quickstart::run(args),
+        Command::Synth(p) => p.report("synth", "the synthesizers land with issues 4 (LintSeq), 5 (MIG), 6 (Multiverse), 7 (VIF-RAG) and 9 (preference pairs)"),
+        Command::Train(p) => p.report("train", "the decoder model and the SFT trainer land with issue 3; DPO and GRPO with issues 9 and 10"),
+        Command::Generate(p) => p.report("generate", "the sampler lands with issue 3"),
+        Command::Export(p) => p.report("export", "Hugging Face export lands with issue 3"),
+        Command::Eval(p) => p.report("eval", "`eval follow` lands with issue 7, `eval attention` with issue 11"),
+        Command::Plot(p) => p.report("plot", "metric plots land with issue 3"),
+        Command::Bench(p) => p.report("bench", "benchmarks land with issues 3, 4, 5 and 8"),
+    }
+}

@@ -1,0 +1,52 @@
+//! `firebrand quickstart`: the main job on the embedded sample, as the commands a user would type.
+//!
+//! Today: import the bundled chat data, train a tokenizer on it, tokenize and pack it, print
+//! statistics and one tokenized row with its loss mask. Each step is run through the same command
+//! line parser, and printed, so the output doubles as a tour.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser};
+
+/// The bundled chat dataset: 160 conversations we wrote (questions about firebrand, facts,
+/// arithmetic), in OpenAI `messages` layout.
+const SAMPLE_CHAT: &str = include_str!("../../assets/quickstart_chat.jsonl");
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Folder for everything the quickstart writes (replaced on each run).
+    #[arg(long, default_value = "quickstart")]
+    dir: PathBuf,
+}
+
+pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let dir = a.dir.display().to_string();
+    let input = a.dir.join("chat.jsonl");
+    std::fs::write(&input, SAMPLE_CHAT).with_context(|| format!("writing {}", input.display()))?;
+    println!("wrote the embedded sample to {}\n", input.display());
+    let steps: Vec<String> = vec![
+        format!("data import {dir}/chat.jsonl --kind chat --out {dir}/chat.lance --overwrite"),
+        format!("data stats {dir}/chat.lance"),
+        format!("tokenizer train {dir}/chat.lance --vocab-size 1024 --out {dir}/tokenizer.json"),
+        format!(
+            "data tokenize {dir}/chat.lance --tokenizer {dir}/tokenizer.json --template chatml --max-len 256 --pack --out {dir}/tokens.lance --overwrite"
+        ),
+        format!("data stats {dir}/tokens.lance"),
+        format!("data debug {dir}/tokens.lance --tokenizer {dir}/tokenizer.json --rows 1"),
+    ];
+    for step in steps {
+        println!("$ firebrand {step}");
+        let words = std::iter::once("firebrand".to_string()).chain(step.split_whitespace().map(str::to_string));
+        let cli = super::Cli::try_parse_from(words).expect("quickstart commands parse");
+        let code = super::run(cli).with_context(|| format!("quickstart step `firebrand {step}`"))?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+        println!();
+    }
+    println!("done: the packed training data is {dir}/tokens.lance");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,3 @@
+//! End-to-end tests of the `firebrand` command: the workspace's one CLI test binary.
+
+mod cli;
