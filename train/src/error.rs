@@ -1,0 +1,43 @@
+//! `TrainError`: every failure of the training crate, naming the file, key or step involved.
+
+use std::path::PathBuf;
+
+/// Every error the training crate returns.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A model configuration is invalid or unsupported.
+    #[error("{0}")]
+    Config(String),
+    /// A weight file is missing a tensor, has one of the wrong shape, or cannot be read.
+    #[error("{}: {problem}", .path.display())]
+    Weights {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A batch cannot be trained on.
+    #[error("{0}")]
+    Batch(String),
+    /// The data layer failed.
+    #[error(transparent)]
+    Data(#[from] firebrand_data::DataError),
+}
+
+impl TrainError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

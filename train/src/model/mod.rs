@@ -1,0 +1,325 @@
+//! The decoder: a Llama/Qwen2-style transformer (RMSNorm, RoPE, SwiGLU, grouped-query attention,
+//! optional q/k/v biases and tied embeddings), generic over burn backends.
+//!
+//! Follows `transformers`' `modeling_llama.py` and `modeling_qwen2.py`. Field names are the
+//! `state_dict` names (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`,
+//! `input_layernorm`, `norm`, `lm_head`), so loading weights is a transpose and a `model.` prefix
+//! (see `hf.rs`). Choices: RMSNorm computes in the activation dtype (HF upcasts to fp32; on CPU both
+//! are fp32); RoPE angles are computed from `position_ids` on every forward, so positions need no
+//! table and may restart per segment (packing, Multiverse).
+
+pub mod config;
+pub mod rope;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor};
+
+pub use config::{ModelConfig, ModelType};
+
+use crate::attention::AttentionMask;
+
+/// Root-mean-square layer norm with a learned scale, `x / sqrt(mean(x²) + eps) * weight`.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Per-channel scale (`weight` in HF).
+    pub weight: Param<Tensor<B, 1>>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// A norm of width `size` with unit scale.
+    pub fn new(size: usize, eps: f64, device: &B::Device) -> Self {
+        RmsNorm {
+            weight: Param::from_tensor(Tensor::ones([size], device)),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq, size]`; returns the same shape.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Grouped-query self-attention with RoPE; mirrors `LlamaAttention`.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection.
+    pub q_proj: Linear<B>,
+    /// Key projection.
+    pub k_proj: Linear<B>,
+    /// Value projection.
+    pub v_proj: Linear<B>,
+    /// Output projection.
+    pub o_proj: Linear<B>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
+        let k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
+        let v = heads(self.v_proj.forward(x), kv);
+        let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
+        let scores = mask.apply(scores);
+        let out = softmax(scores, 3).matmul(v);
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+}
+
+/// Repeats each key/value head `n` times so grouped-query heads line up with query heads.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kv, t, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, n, t, d])
+        .reshape([b, kv * n, t, d])
+}
+
+/// SwiGLU feed-forward, `down(silu(gate(x)) * up(x))`; mirrors `LlamaMLP`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Gate projection.
+    pub gate_proj: Linear<B>,
+    /// Up projection.
+    pub up_proj: Linear<B>,
+    /// Down projection.
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// # Shapes
+    /// `x`: `[batch, seq, hidden]`; returns the same shape.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer; mirrors `LlamaDecoderLayer`.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Self-attention.
+    pub self_attn: Attention<B>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// Feed-forward.
+    pub mlp: Mlp<B>,
+}
+
+/// The whole causal language model; mirrors `LlamaForCausalLM`.
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    /// Token embeddings (`model.embed_tokens`).
+    pub embed_tokens: Embedding<B>,
+    /// The layers (`model.layers`).
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm (`model.norm`).
+    pub norm: RmsNorm<B>,
+    /// Output projection; `None` when tied to the embeddings.
+    pub lm_head: Option<Linear<B>>,
+    rope_theta: f64,
+    head_dim: usize,
+}
+
+/// Builds a linear layer from HF-layout weights (`[out, in]`) and an optional bias.
+pub fn linear_from<B: Backend>(weight_out_in: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(weight_out_in.transpose()),
+        bias: bias.map(Param::from_tensor),
+    }
+}
+
+/// Where the tensors of a model come from: random initialisation or a weight file. Names and
+/// shapes are HF's (`model.layers.0.self_attn.q_proj.weight`, `[out, in]`).
+pub trait TensorSource<B: Backend> {
+    /// The 2-D tensor `name` of shape `shape`.
+    fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>, crate::TrainError>;
+    /// The 1-D tensor `name` of length `len`; `ones` says how to initialise it when random.
+    fn vector(&mut self, name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, crate::TrainError>;
+}
+
+/// Random initialisation as `transformers` does it: normal(0, initializer_range) matrices, zero
+/// biases, unit norms.
+pub struct RandomInit<'a, B: Backend> {
+    /// Standard deviation of the matrices.
+    pub std: f64,
+    /// Device to create tensors on.
+    pub device: &'a B::Device,
+}
+
+impl<B: Backend> TensorSource<B> for RandomInit<'_, B> {
+    fn matrix(&mut self, _name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>, crate::TrainError> {
+        Ok(Tensor::random(shape, Distribution::Normal(0.0, self.std), self.device))
+    }
+
+    fn vector(&mut self, _name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, crate::TrainError> {
+        Ok(if ones {
+            Tensor::ones([len], self.device)
+        } else {
+            Tensor::zeros([len], self.device)
+        })
+    }
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Builds the model from `source`, asking for every tensor by its HF name.
+    ///
+    /// # Errors
+    /// When the source lacks a tensor or has one of the wrong shape.
+    pub fn from_source(config: &ModelConfig, source: &mut impl TensorSource<B>) -> Result<Self, crate::TrainError> {
+        config.validate()?;
+        let (h, d) = (config.hidden_size, config.head_dim);
+        let (q, kv) = (config.num_attention_heads * d, config.num_key_value_heads * d);
+        let eps = config.rms_norm_eps;
+        let norm = |source: &mut dyn FnMut(&str, usize, bool) -> Result<Tensor<B, 1>, crate::TrainError>,
+                    name: &str|
+         -> Result<RmsNorm<B>, crate::TrainError> {
+            Ok(RmsNorm {
+                weight: Param::from_tensor(source(name, h, true)?),
+                eps,
+            })
+        };
+        let embed = source.matrix("model.embed_tokens.weight", [config.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear<B>, crate::TrainError> {
+                let w = source.matrix(&format!("{p}.{name}.weight"), [out, inp])?;
+                let b = if bias {
+                    Some(source.vector(&format!("{p}.{name}.bias"), out, false)?)
+                } else {
+                    None
+                };
+                Ok(linear_from(w, b))
+            };
+            let bias = config.attention_bias;
+            let self_attn = Attention {
+                q_proj: lin("self_attn.q_proj", q, h, bias)?,
+                k_proj: lin("self_attn.k_proj", kv, h, bias)?,
+                v_proj: lin("self_attn.v_proj", kv, h, bias)?,
+                o_proj: lin("self_attn.o_proj", h, q, false)?,
+                num_heads: config.num_attention_heads,
+                num_kv_heads: config.num_key_value_heads,
+                head_dim: d,
+            };
+            let mlp = Mlp {
+                gate_proj: lin("mlp.gate_proj", config.intermediate_size, h, false)?,
+                up_proj: lin("mlp.up_proj", config.intermediate_size, h, false)?,
+                down_proj: lin("mlp.down_proj", h, config.intermediate_size, false)?,
+            };
+            let mut vec = |name: &str, len: usize, ones: bool| source.vector(&format!("{p}.{name}"), len, ones);
+            layers.push(DecoderLayer {
+                input_layernorm: norm(&mut vec, "input_layernorm.weight")?,
+                self_attn,
+                post_attention_layernorm: norm(&mut vec, "post_attention_layernorm.weight")?,
+                mlp,
+            });
+        }
+        let mut vec = |name: &str, len: usize, ones: bool| source.vector(name, len, ones);
+        let final_norm = norm(&mut vec, "model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(linear_from(
+                source.matrix("lm_head.weight", [config.vocab_size, h])?,
+                None,
+            ))
+        };
+        Ok(Decoder {
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(embed),
+            },
+            layers,
+            norm: final_norm,
+            lm_head,
+            rope_theta: config.rope_theta,
+            head_dim: d,
+        })
+    }
+
+    /// A randomly initialised model.
+    pub fn init(config: &ModelConfig, device: &B::Device) -> Result<Self, crate::TrainError> {
+        Decoder::from_source(
+            config,
+            &mut RandomInit {
+                std: config.initializer_range,
+                device,
+            },
+        )
+    }
+
+    /// Final hidden states.
+    ///
+    /// # Shapes
+    /// `input_ids`, `position_ids`: `[batch, seq]`; returns `[batch, seq, hidden]`.
+    pub fn hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        mask: &AttentionMask<B>,
+    ) -> Tensor<B, 3> {
+        let (cos, sin) = rope::angles(position_ids, self.head_dim, self.rope_theta);
+        let mut x = self.embed_tokens.forward(input_ids);
+        for layer in &self.layers {
+            let a = layer
+                .self_attn
+                .forward(layer.input_layernorm.forward(x.clone()), &cos, &sin, mask);
+            x = x + a;
+            let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
+            x = x + m;
+        }
+        self.norm.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits (through the embeddings when tied).
+    ///
+    /// # Shapes
+    /// `hidden`: `[batch, seq, hidden]`; returns `[batch, seq, vocab]`.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let w = self.embed_tokens.weight.val(); // [vocab, hidden]
+                hidden.matmul(w.transpose().unsqueeze::<3>())
+            }
+        }
+    }
+
+    /// Logits of every position.
+    ///
+    /// # Shapes
+    /// `input_ids`, `position_ids`, `segment_ids`: `[batch, seq]`; returns `[batch, seq, vocab]`.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        segment_ids: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let mask = AttentionMask::segments(segment_ids);
+        self.logits(self.hidden(input_ids, position_ids, &mask))
+    }
+}

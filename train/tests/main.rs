@@ -1,0 +1,3 @@
+//! The training crate's one integration-test binary.
+
+mod hf;
