@@ -1,3 +1,4 @@
 //! End-to-end tests of the `firebrand` command: the workspace's one CLI test binary.
 
 mod cli;
+mod train;

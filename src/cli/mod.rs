@@ -2,10 +2,12 @@
 //! calling a library crate.
 
 mod data;
+mod export;
 mod pending;
 mod progress;
 mod quickstart;
 mod tokenizer;
+mod train;
 
 use std::process::ExitCode;
 
@@ -29,12 +31,12 @@ enum Command {
     Tokenizer(tokenizer::TokenizerCommand),
     /// Synthesize datasets: lintseq, vifrag, mig, multiverse, prefs (not landed yet).
     Synth(pending::Pending),
-    /// Train a model from a TOML recipe (not landed yet).
-    Train(pending::Pending),
+    /// Train a model from a TOML recipe: firebrand train recipes/sft-tiny.toml train.lr=1e-4
+    Train(train::TrainArgs),
     /// Generate text from a checkpoint (not landed yet).
     Generate(pending::Pending),
-    /// Export a checkpoint to the Hugging Face layout (not landed yet).
-    Export(pending::Pending),
+    /// Export a checkpoint to the Hugging Face layout.
+    Export(export::ExportArgs),
     /// Evaluate: instruction following, attention metrics (not landed yet).
     Eval(pending::Pending),
     /// Plot a run's metrics to PNG (not landed yet).
@@ -62,11 +64,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Synth(p) => p.report("synth", "the synthesizers land with issues 4 (LintSeq), 5 (MIG), 6 (Multiverse), 7 (VIF-RAG) and 9 (preference pairs)"),
-        Command::Train(p) => p.report("train", "the decoder model and the SFT trainer land with issue 3; DPO and GRPO with issues 9 and 10"),
-        Command::Generate(p) => p.report("generate", "the sampler lands with issue 3"),
-        Command::Export(p) => p.report("export", "Hugging Face export lands with issue 3"),
+        Command::Train(a) => train::run(a),
+        Command::Generate(p) => p.report("generate", "the sampler (issue 3) has not landed yet"),
+        Command::Export(a) => export::run(a),
         Command::Eval(p) => p.report("eval", "`eval follow` lands with issue 7, `eval attention` with issue 11"),
-        Command::Plot(p) => p.report("plot", "metric plots land with issue 3"),
+        Command::Plot(p) => p.report("plot", "metric plots (issue 3) have not landed yet; the metrics are in checkpoints/RUN/metrics.jsonl"),
         Command::Bench(p) => p.report("bench", "benchmarks land with issues 3, 4, 5 and 8"),
     }
 }

@@ -1,7 +1,8 @@
 //! `firebrand quickstart`: the main job on the embedded sample, as the commands a user would type.
 //!
 //! Today: import the bundled chat data, train a tokenizer on it, tokenize and pack it, print
-//! statistics and one tokenized row with its loss mask. Each step is run through the same command
+//! statistics and one tokenized row with its loss mask, train `recipes/sft-tiny.toml` on CPU, and
+//! export the result as a Hugging Face folder. Each step is run through the same command
 //! line parser, and printed, so the output doubles as a tour.
 
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ use clap::{Args, Parser};
 /// The bundled chat dataset: 160 conversations we wrote (questions about firebrand, facts,
 /// arithmetic), in OpenAI `messages` layout.
 const SAMPLE_CHAT: &str = include_str!("../../assets/quickstart_chat.jsonl");
+
+/// The recipe the quickstart trains, written next to its data.
+const SFT_TINY: &str = include_str!("../../recipes/sft-tiny.toml");
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
@@ -27,6 +31,13 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
     let input = a.dir.join("chat.jsonl");
     std::fs::write(&input, SAMPLE_CHAT).with_context(|| format!("writing {}", input.display()))?;
     println!("wrote the embedded sample to {}\n", input.display());
+    let recipe = a.dir.join("sft-tiny.toml");
+    std::fs::write(&recipe, SFT_TINY).with_context(|| format!("writing {}", recipe.display()))?;
+    // A previous quickstart's run would make `train` refuse to start over.
+    let run_dir = a.dir.join("checkpoints").join("sft-tiny");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+    }
     let steps: Vec<String> = vec![
         format!("data import {dir}/chat.jsonl --kind chat --out {dir}/chat.lance --overwrite"),
         format!("data stats {dir}/chat.lance"),
@@ -36,6 +47,10 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         ),
         format!("data stats {dir}/tokens.lance"),
         format!("data debug {dir}/tokens.lance --tokenizer {dir}/tokenizer.json --rows 1"),
+        format!(
+            "train {dir}/sft-tiny.toml data.tokens={dir}/tokens.lance data.tokenizer={dir}/tokenizer.json output.dir={dir}/checkpoints"
+        ),
+        format!("export {dir}/checkpoints/sft-tiny --out {dir}/export"),
     ];
     for step in steps {
         println!("$ firebrand {step}");
@@ -47,6 +62,8 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         }
         println!();
     }
-    println!("done: the packed training data is {dir}/tokens.lance");
+    println!(
+        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny, the model in {dir}/export"
+    );
     Ok(ExitCode::SUCCESS)
 }

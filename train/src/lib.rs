@@ -11,6 +11,8 @@ pub mod device;
 pub mod error;
 pub mod hf;
 pub mod model;
+pub mod recipe;
+pub mod trainer;
 
 pub use error::TrainError;
 pub use model::{Decoder, ModelConfig, ModelType};

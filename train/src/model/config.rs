@@ -209,13 +209,13 @@ impl ModelConfig {
         {
             return bad("hidden_size, num_attention_heads, num_hidden_layers and vocab_size must be positive".into());
         }
-        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+        if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim ({}) must be even for RoPE", self.head_dim));
         }
         if self.model_type == ModelType::Qwen2 && !self.attention_bias {

@@ -195,13 +195,9 @@ impl<B: Backend> Decoder<B> {
         let (h, d) = (config.hidden_size, config.head_dim);
         let (q, kv) = (config.num_attention_heads * d, config.num_key_value_heads * d);
         let eps = config.rms_norm_eps;
-        let norm = |source: &mut dyn FnMut(&str, usize, bool) -> Result<Tensor<B, 1>, crate::TrainError>,
-                    name: &str|
-         -> Result<RmsNorm<B>, crate::TrainError> {
-            Ok(RmsNorm {
-                weight: Param::from_tensor(source(name, h, true)?),
-                eps,
-            })
+        let norm = |weight: Tensor<B, 1>| RmsNorm {
+            weight: Param::from_tensor(weight),
+            eps,
         };
         let embed = source.matrix("model.embed_tokens.weight", [config.vocab_size, h])?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -231,16 +227,18 @@ impl<B: Backend> Decoder<B> {
                 up_proj: lin("mlp.up_proj", config.intermediate_size, h, false)?,
                 down_proj: lin("mlp.down_proj", h, config.intermediate_size, false)?,
             };
-            let mut vec = |name: &str, len: usize, ones: bool| source.vector(&format!("{p}.{name}"), len, ones);
             layers.push(DecoderLayer {
-                input_layernorm: norm(&mut vec, "input_layernorm.weight")?,
+                input_layernorm: norm(source.vector(&format!("{p}.input_layernorm.weight"), h, true)?),
                 self_attn,
-                post_attention_layernorm: norm(&mut vec, "post_attention_layernorm.weight")?,
+                post_attention_layernorm: norm(source.vector(
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    h,
+                    true,
+                )?),
                 mlp,
             });
         }
-        let mut vec = |name: &str, len: usize, ones: bool| source.vector(name, len, ones);
-        let final_norm = norm(&mut vec, "model.norm.weight")?;
+        let final_norm = norm(source.vector("model.norm.weight", h, true)?);
         let lm_head = if config.tie_word_embeddings {
             None
         } else {

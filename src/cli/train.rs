@@ -1,0 +1,229 @@
+//! `firebrand train RECIPE [section.key=value ...]`, `--dry-run`, `--resume RUN`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burn::backend::{Autodiff, Cuda, NdArray};
+use clap::Args;
+use firebrand_data::{Dataset, DatasetKind, TokensRow};
+use firebrand_train::device::DeviceSpec;
+use firebrand_train::recipe::{RESUMABLE_KEYS, Recipe};
+use firebrand_train::trainer::checkpoint;
+use firebrand_train::trainer::run::{Event, RunPlan, flops_per_token, train};
+
+use super::progress;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The recipe (TOML); with --resume, the recipe saved in the run is used instead.
+    recipe: Option<String>,
+    /// Overrides, e.g. train.lr=1e-4 train.max_steps=200.
+    overrides: Vec<String>,
+    /// Print the resolved recipe, parameter count, tokens per step and data plan; train nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Continue the run in this folder (e.g. checkpoints/sft-tiny) from its latest checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// cpu or cuda[:N] (overrides train.device).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// Peak dense bf16 FLOP/s for MFU when the recipe gives none: H100 SXM (DESIGN.md's reference).
+const CUDA_PEAK_TFLOPS: f64 = 989.0;
+
+pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let (plan, overrides) = match &a.resume {
+        Some(run_dir) => {
+            // Every positional is an override when resuming.
+            let overrides: Vec<String> = a.recipe.iter().chain(&a.overrides).cloned().collect();
+            let (_, dir) = checkpoint::latest(run_dir)?;
+            let saved = Recipe::load(&dir.join("recipe.toml"), &[])?;
+            let mut recipe = Recipe::load(&dir.join("recipe.toml"), &overrides)?;
+            if let Some(d) = &a.device {
+                recipe.train.device = d.clone();
+            }
+            let changed: Vec<String> = saved
+                .changed_keys(&recipe)
+                .into_iter()
+                .filter(|k| !RESUMABLE_KEYS.contains(&k.as_str()))
+                .collect();
+            if !changed.is_empty() {
+                bail!(
+                    "resuming {} may not change {} (keys that may change: {})",
+                    run_dir.display(),
+                    changed.join(", "),
+                    RESUMABLE_KEYS.join(", ")
+                );
+            }
+            let config = firebrand_train::hf::read_config(&dir)?;
+            (
+                RunPlan {
+                    recipe,
+                    config,
+                    run_dir: run_dir.clone(),
+                    resume: true,
+                },
+                overrides,
+            )
+        }
+        None => {
+            let Some(path) = &a.recipe else {
+                bail!("give a recipe (e.g. recipes/sft-tiny.toml) or --resume RUN");
+            };
+            let path = PathBuf::from(path);
+            let mut recipe = Recipe::load(&path, &a.overrides)?;
+            if let Some(d) = &a.device {
+                recipe.train.device = d.clone();
+            }
+            let vocab = match &recipe.data.tokenizer {
+                Some(t) => Some(firebrand_data::tokenizer::load(t)?.get_vocab_size(true)),
+                None => None,
+            };
+            let config = recipe.model_config(vocab)?;
+            let run = recipe.output.run.clone().unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "run".into())
+            });
+            let run_dir = recipe.output.dir.join(run);
+            (
+                RunPlan {
+                    recipe,
+                    config,
+                    run_dir,
+                    resume: false,
+                },
+                a.overrides.clone(),
+            )
+        }
+    };
+    plan.recipe.check()?;
+    let device: DeviceSpec = plan
+        .recipe
+        .train
+        .device
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("train.device")?;
+    let ds = Dataset::open_kind(&plan.recipe.data.tokens, DatasetKind::Tokens)?;
+    if plan.config.vocab_size > 0 {
+        check_vocab(&ds, plan.config.vocab_size)?;
+    }
+    if a.dry_run {
+        return dry_run(&plan, &ds, &overrides);
+    }
+    if !plan.resume && !checkpoint::list(&plan.run_dir)?.is_empty() {
+        bail!(
+            "{} already holds checkpoints\n  hint: continue it with `firebrand train --resume {}`, or set output.run to start another run",
+            plan.run_dir.display(),
+            plan.run_dir.display()
+        );
+    }
+    let t = &plan.recipe.train;
+    let peak = t
+        .peak_tflops
+        .or(matches!(device, DeviceSpec::Cuda(_)).then_some(CUDA_PEAK_TFLOPS))
+        .map(|p| p * 1e12);
+    let pb = progress::bar(t.max_steps as u64, "training", false);
+    let on_event = |e: &Event| match e {
+        Event::Step(m) => {
+            pb.set_position(m.step as u64);
+            pb.set_message(format!("loss {:.4}", m.loss));
+            if !pb.is_hidden() {
+                return;
+            }
+            let mfu = m.mfu.map(|x| format!(", MFU {:.1}%", 100.0 * x)).unwrap_or_default();
+            println!(
+                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}",
+                m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s
+            );
+        }
+        Event::Eval(step, loss) => pb.println(format!("step {step:>5}  eval/loss {loss:.4}")),
+        Event::Checkpoint(dir) => pb.println(format!("checkpoint {}", dir.display())),
+    };
+    let summary = match device {
+        DeviceSpec::Cpu => train::<Autodiff<NdArray<f32>>>(&plan, &Default::default(), peak, on_event),
+        DeviceSpec::Cuda(i) => {
+            train::<Autodiff<Cuda<f32>>>(&plan, &burn::backend::cuda::CudaDevice::new(i), peak, on_event)
+        }
+    };
+    pb.finish_and_clear();
+    let s = summary.with_context(|| format!("training run {}", plan.run_dir.display()))?;
+    println!(
+        "trained {} steps, last loss {:.4}; checkpoint {}; metrics {}",
+        s.steps,
+        s.last_loss,
+        s.checkpoint.display(),
+        plan.run_dir.join("metrics.jsonl").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every token id must fit the embedding table.
+fn check_vocab(ds: &Dataset, vocab: usize) -> anyhow::Result<()> {
+    for (i, row) in ds.rows::<TokensRow>(4096)?.enumerate() {
+        let row = row?;
+        if let Some(bad) = row.input_ids.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+            bail!(
+                "{}: row {i} has token id {bad}, outside the model's vocabulary of {vocab}\n  hint: model.vocab_size must cover the tokenizer (set data.tokenizer to size it automatically)",
+                ds.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn dry_run(plan: &RunPlan, ds: &Dataset, overrides: &[String]) -> anyhow::Result<ExitCode> {
+    let t = &plan.recipe.train;
+    println!(
+        "# resolved recipe{}",
+        if overrides.is_empty() {
+            String::new()
+        } else {
+            format!(" (overrides: {})", overrides.join(" "))
+        }
+    );
+    println!("{}", plan.recipe.to_toml());
+    let rows = ds.len()?;
+    let lengths: Vec<usize> = ds
+        .rows::<TokensRow>(4096)?
+        .map(|r| r.map(|r| r.input_ids.len()))
+        .collect::<Result<_, _>>()?;
+    let mean_len = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
+    let rows_per_step = t.micro_batch_size * t.grad_accum_steps;
+    let train_rows = rows.saturating_sub(plan.recipe.data.eval_rows);
+    println!("# plan");
+    println!(
+        "run folder: {}{}",
+        plan.run_dir.display(),
+        if plan.resume { " (resuming)" } else { "" }
+    );
+    println!(
+        "model: {:?}, {} parameters",
+        plan.config.model_type,
+        plan.config.num_parameters()
+    );
+    println!(
+        "data: {} ({rows} rows, mean {mean_len:.0} tokens; {} held out for eval, {train_rows} for training)",
+        ds.path().display(),
+        plan.recipe.data.eval_rows
+    );
+    println!(
+        "per step: {rows_per_step} rows = {} micro-batches of {}, about {:.0} tokens",
+        t.grad_accum_steps,
+        t.micro_batch_size,
+        rows_per_step as f64 * mean_len
+    );
+    println!(
+        "{} steps read {} rows ({:.2} epochs); about {:.3e} FLOPs",
+        t.max_steps,
+        t.max_steps * rows_per_step,
+        (t.max_steps * rows_per_step) as f64 / train_rows.max(1) as f64,
+        flops_per_token(&plan.config, mean_len as usize) * mean_len * (t.max_steps * rows_per_step) as f64
+    );
+    println!("device: {}", plan.recipe.train.device);
+    Ok(ExitCode::SUCCESS)
+}

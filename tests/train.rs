@@ -1,0 +1,211 @@
+//! `firebrand train` end to end on CPU: learning, exact resume (also after SIGKILL), checkpoint
+//! retention, the NaN guard, recipe errors, and export with identical logits.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use burn::backend::NdArray;
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::{Int, Tensor, TensorData};
+use firebrand_train::{Decoder, hf};
+
+use crate::cli::{firebrand, text};
+
+/// Quickstart data plus a short recipe in `dir`.
+fn setup(dir: &Path) {
+    let o = firebrand(dir, &["quickstart", "--dir", "qs"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+/// Overrides that make the quickstart recipe a short, frequently checkpointed run named `run`.
+fn args<'a>(run: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "train".into(),
+        "qs/sft-tiny.toml".into(),
+        "data.tokens=qs/tokens.lance".into(),
+        "data.tokenizer=qs/tokenizer.json".into(),
+        "output.dir=runs".into(),
+        format!("output.run={run}"),
+        format!("train.max_steps={steps}"),
+        "train.checkpoint_every=4".into(),
+        "train.eval_every=4".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(dir: &Path, args: &[String]) -> std::process::Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    firebrand(dir, &refs)
+}
+
+/// `(step, loss)` of each training step, and `(step, eval loss)` of each evaluation.
+/// `(step, value)` pairs.
+type Curve = Vec<(u64, f64)>;
+
+fn curve(dir: &Path, run: &str) -> (Curve, Curve) {
+    let text = std::fs::read_to_string(dir.join("runs").join(run).join("metrics.jsonl")).unwrap();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = v["step"].as_u64().unwrap();
+        match (v.get("loss"), v.get("eval/loss")) {
+            (Some(l), _) => train.push((step, l.as_f64().unwrap())),
+            (_, Some(l)) => eval.push((step, l.as_f64().unwrap())),
+            _ => panic!("unexpected line {line}"),
+        }
+    }
+    (train, eval)
+}
+
+fn assert_same_curve(a: &[(u64, f64)], b: &[(u64, f64)]) {
+    assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.0, y.0);
+        assert!(
+            (x.1 - y.1).abs() <= 1e-6 * x.1.abs(),
+            "step {}: {} vs {}",
+            x.0,
+            x.1,
+            y.1
+        );
+    }
+}
+
+#[test]
+fn training_learns_resumes_exactly_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+
+    // The uninterrupted run: 12 steps; the loss falls.
+    let o = run(d, &args("full", "12", &[]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (full, full_eval) = curve(d, "full");
+    assert_eq!(full.len(), 12);
+    assert_eq!(full_eval.len(), 3);
+    let mean = |w: &[(u64, f64)]| w.iter().map(|x| x.1).sum::<f64>() / w.len() as f64;
+    assert!(
+        mean(&full[9..]) < mean(&full[..3]) - 0.5,
+        "the loss falls by half a nat: {full:?}"
+    );
+    // Only the last two checkpoints are kept.
+    let kept: Vec<String> = std::fs::read_dir(d.join("runs/full"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(kept, vec!["step-000008", "step-000012"]);
+
+    // Stopped after 4 steps, then resumed to 12: the same curve. (The first 5 steps are warmup,
+    // whose learning rate does not depend on max_steps, so the shorter first leg matches.)
+    let o = run(d, &args("split", "4", &[]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = firebrand(d, &["train", "--resume", "runs/split", "train.max_steps=12"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (split, split_eval) = curve(d, "split");
+    assert_same_curve(&full, &split);
+    assert_same_curve(&full_eval, &split_eval);
+
+    // Killed with SIGKILL once a checkpoint exists (mid-run, unless the run was faster than the
+    // poll), then resumed: the same curve again, the metrics cut back to the checkpoint.
+    let a = args("killed", "12", &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebrand"))
+        .current_dir(d)
+        .args(&a)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !d.join("runs/killed/step-000004").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint within two minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = firebrand(d, &["train", "--resume", "runs/killed"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (killed, _) = curve(d, "killed");
+    assert_same_curve(&full, &killed);
+
+    // A resumed run may not change other keys.
+    let o = firebrand(d, &["train", "--resume", "runs/full", "train.seed=5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("may not change train.seed"), "{:?}", text(&o));
+    // A fresh run into a folder with checkpoints is refused.
+    let o = run(d, &args("full", "12", &[]));
+    assert!(text(&o).1.contains("already holds checkpoints"), "{:?}", text(&o));
+
+    // Export, then load the folder: identical logits to the checkpoint.
+    let o = firebrand(d, &["export", "runs/full", "--out", "hf", "--max-shard-mb", "1"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let device = Default::default();
+    let (config, exported) = hf::load::<NdArray<f32>>(&d.join("hf"), &device).unwrap();
+    let ckpt = Decoder::<NdArray<f32>>::init(&config, &device)
+        .unwrap()
+        .load_file(
+            d.join("runs/full/step-000012/model"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+            &device,
+        )
+        .unwrap();
+    let ids = Tensor::<NdArray<f32>, 2, Int>::from_data(TensorData::new(vec![1i64, 20, 33, 7, 9, 2], [1, 6]), &device);
+    let pos =
+        Tensor::<NdArray<f32>, 2, Int>::from_data(TensorData::new((0..6i64).collect::<Vec<_>>(), [1, 6]), &device);
+    let seg = Tensor::<NdArray<f32>, 2, Int>::zeros([1, 6], &device);
+    let a: Vec<f32> = exported
+        .forward(ids.clone(), pos.clone(), seg.clone())
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let b: Vec<f32> = ckpt.forward(ids, pos, seg).into_data().to_vec().unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = run(
+        d,
+        &args(
+            "diverge",
+            "30",
+            &[
+                "train.lr=1e30",
+                "train.warmup_steps=0",
+                "train.checkpoint_every=1",
+                "train.grad_clip=0",
+            ],
+        ),
+    );
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let err = text(&o).1;
+    assert!(
+        err.contains("is not finite") && err.contains("Last good checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recipe_mistakes_are_named_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = run(d, &args("x", "10", &["train.warmup_step=3"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("did you mean `warmup_steps`?"), "{:?}", text(&o));
+    let o = run(d, &args("x", "10", &["--dry-run"]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("# resolved recipe") && out.contains("parameters") && out.contains("per step: 8 rows"),
+        "{out}"
+    );
+    assert!(!d.join("runs/x").exists(), "a dry run writes nothing");
+}

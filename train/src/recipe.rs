@@ -1,0 +1,528 @@
+//! Recipes: the TOML files `firebrand train` reads, with dotted command-line overrides.
+//!
+//! Two layers, as STYLE.md asks: `Recipe` mirrors the TOML (`deny_unknown_fields` everywhere, so a
+//! misspelt key is an error that names the nearest known key), and [`Recipe::resolve`] checks ranges
+//! and builds the model configuration before any device is touched. `[method]` is a tagged enum
+//! (`kind = "sft"`), so a key of another method is an error too. Overrides (`train.lr=1e-4`) are
+//! applied to the TOML tree before it is read, so they get the same checks.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::model::{ModelConfig, ModelType};
+use crate::trainer::schedule::Schedule;
+
+/// A whole recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// What model to train.
+    pub model: ModelSection,
+    /// What data to train on.
+    pub data: DataSection,
+    /// The loop's settings.
+    pub train: TrainSection,
+    /// The training method.
+    #[serde(default)]
+    pub method: Method,
+    /// Where outputs go.
+    #[serde(default)]
+    pub output: OutputSection,
+}
+
+/// `[model]`: a Hugging Face folder to start from (`init`), or a configuration to start from scratch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A folder with `config.json` and safetensors weights.
+    pub init: Option<PathBuf>,
+    /// `llama` or `qwen2` (from scratch).
+    pub model_type: Option<ModelType>,
+    /// Residual width.
+    pub hidden_size: Option<usize>,
+    /// MLP width.
+    pub intermediate_size: Option<usize>,
+    /// Query heads.
+    pub num_attention_heads: Option<usize>,
+    /// Key/value heads (default: the query heads).
+    pub num_key_value_heads: Option<usize>,
+    /// Layers.
+    pub num_hidden_layers: Option<usize>,
+    /// Vocabulary (default: the tokenizer's size when `data.tokenizer` is given).
+    pub vocab_size: Option<usize>,
+    /// RoPE base (default 10000).
+    pub rope_theta: Option<f64>,
+    /// RMSNorm epsilon (default 1e-6).
+    pub rms_norm_eps: Option<f64>,
+    /// Tie the output projection to the embeddings (default true).
+    pub tie_word_embeddings: Option<bool>,
+    /// Longest sequence (default 2048).
+    pub max_position_embeddings: Option<usize>,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A `tokens` dataset (`firebrand data tokenize` writes one).
+    pub tokens: PathBuf,
+    /// The tokenizer the dataset was made with; copied into exports.
+    pub tokenizer: Option<PathBuf>,
+    /// Rows held out for evaluation (chosen by seed, never trained on).
+    #[serde(default)]
+    pub eval_rows: usize,
+}
+
+fn default_one() -> usize {
+    1
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_clip() -> Option<f64> {
+    Some(1.0)
+}
+fn default_keep() -> usize {
+    2
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// `[train]`: the shared loop's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Optimizer steps to run.
+    pub max_steps: usize,
+    /// Rows per micro-batch.
+    pub micro_batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "default_one")]
+    pub grad_accum_steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Decay after warmup: cosine, linear or constant.
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Final learning rate as a fraction of `lr`.
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay of matrices (never norms or biases).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// AdamW beta1.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// AdamW beta2.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// AdamW epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Clip the global gradient norm to this (none when absent or 0).
+    #[serde(default = "default_clip")]
+    pub grad_clip: Option<f64>,
+    /// Seed of initialisation and data order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Evaluate every N steps (0: never).
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Checkpoint every N steps (0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// Step checkpoints to keep.
+    #[serde(default = "default_keep")]
+    pub keep_last: usize,
+    /// `cpu` or `cuda[:N]`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Peak dense TFLOP/s of the device for MFU (default: a table by device; none on CPU).
+    pub peak_tflops: Option<f64>,
+}
+
+/// `[method]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Method {
+    /// Supervised fine-tuning on the loss-masked tokens. (A struct variant, so that keys of other
+    /// methods are rejected rather than ignored.)
+    Sft {},
+}
+
+impl Default for Method {
+    fn default() -> Self {
+        Method::Sft {}
+    }
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Folder of runs.
+    #[serde(default = "default_output_dir")]
+    pub dir: PathBuf,
+    /// This run's name (default: the recipe's file name).
+    pub run: Option<String>,
+}
+
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("checkpoints")
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            dir: default_output_dir(),
+            run: None,
+        }
+    }
+}
+
+/// Keys that may change when a run resumes; any other change is an error.
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "train.max_steps",
+    "train.lr",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.device",
+    "train.peak_tflops",
+];
+
+/// Levenshtein distance, for key suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Adds "did you mean" to serde's `unknown field `x`, expected one of `a`, `b`` messages.
+fn suggest(message: &str) -> String {
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message.to_string();
+    };
+    let unknown = rest.split('`').next().unwrap_or("");
+    let known: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+    let best = known.iter().map(|k| (distance(unknown, k), *k)).min();
+    match best {
+        Some((d, k)) if d <= 3.max(unknown.len() / 3) => format!("{}\n  hint: did you mean `{k}`?", message.trim_end()),
+        _ => message.to_string(),
+    }
+}
+
+/// Keys whose values are text: an override of one is taken as written (`output.run=nan` is the
+/// name "nan", not a float).
+const TEXT_KEYS: &[&str] = &[
+    "model.init",
+    "model.model_type",
+    "data.tokens",
+    "data.tokenizer",
+    "train.schedule",
+    "train.device",
+    "method.kind",
+    "output.dir",
+    "output.run",
+];
+
+/// Parses a command-line value as TOML (`1e-4`, `true`, `"x"`, `[1, 2]`), else as a bare string.
+fn parse_value(path: &str, raw: &str) -> toml::Value {
+    let quoted = raw.starts_with('"') || raw.starts_with('\'');
+    if TEXT_KEYS.contains(&path) && !quoted {
+        return toml::Value::String(raw.to_string());
+    }
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Sets `path` (`train.lr`) in a TOML tree.
+fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), TrainError> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| TrainError::Config(format!("override `{path}`: empty key")))?;
+    let mut table = root;
+    for p in parts {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| TrainError::Config(format!("override `{path}`: `{p}` is not a section")))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+impl Recipe {
+    /// Reads a recipe from TOML text with `key=value` overrides applied; `origin` names the text in
+    /// errors.
+    ///
+    /// # Errors
+    /// On TOML syntax errors, unknown keys (with the nearest known key), wrong types, and malformed
+    /// overrides.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Recipe, TrainError> {
+        let mut tree: toml::Table = toml::from_str(text).map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
+        for o in overrides {
+            let (path, raw) = o.split_once('=').ok_or_else(|| {
+                TrainError::Config(format!(
+                    "override `{o}`: expected section.key=value, e.g. train.lr=1e-4"
+                ))
+            })?;
+            set_path(&mut tree, path.trim(), parse_value(path.trim(), raw.trim()))?;
+        }
+        let with_overrides = if overrides.is_empty() {
+            String::new()
+        } else {
+            format!(" (with {})", overrides.join(" "))
+        };
+        Recipe::deserialize(toml::Value::Table(tree))
+            .map_err(|e| TrainError::Config(suggest(&format!("{origin}{with_overrides}: {e}"))))
+    }
+
+    /// Reads a recipe file.
+    ///
+    /// # Errors
+    /// As [`Recipe::parse`], and when the file cannot be read.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Recipe::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// The recipe as TOML (saved in every checkpoint).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("recipes serialize")
+    }
+
+    /// The model configuration: read from `model.init`, or built from the `[model]` keys.
+    ///
+    /// # Errors
+    /// When required keys are missing, `init` is combined with shape keys, or the shapes are
+    /// inconsistent.
+    pub fn model_config(&self, tokenizer_vocab: Option<usize>) -> Result<ModelConfig, TrainError> {
+        let m = &self.model;
+        if let Some(dir) = &m.init {
+            if m.hidden_size.is_some()
+                || m.num_hidden_layers.is_some()
+                || m.vocab_size.is_some()
+                || m.model_type.is_some()
+            {
+                return Err(TrainError::Config(
+                    "model.init takes the architecture from the folder's config.json; remove the other [model] keys"
+                        .into(),
+                ));
+            }
+            return crate::hf::read_config(dir);
+        }
+        let need = |v: Option<usize>, key: &str| {
+            v.ok_or_else(|| TrainError::Config(format!("model.{key} is required when model.init is not given")))
+        };
+        let model_type = m.model_type.unwrap_or(ModelType::Llama);
+        let hidden_size = need(m.hidden_size, "hidden_size")?;
+        let num_attention_heads = need(m.num_attention_heads, "num_attention_heads")?;
+        let vocab_size = m.vocab_size.or(tokenizer_vocab).ok_or_else(|| {
+            TrainError::Config("model.vocab_size is required (or data.tokenizer, whose size is used)".into())
+        })?;
+        let config = ModelConfig {
+            model_type,
+            hidden_size,
+            intermediate_size: need(m.intermediate_size, "intermediate_size")?,
+            num_attention_heads,
+            num_key_value_heads: m.num_key_value_heads.unwrap_or(num_attention_heads),
+            num_hidden_layers: need(m.num_hidden_layers, "num_hidden_layers")?,
+            rms_norm_eps: m.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: m.rope_theta.unwrap_or(10_000.0),
+            vocab_size,
+            max_position_embeddings: m.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: m.tie_word_embeddings.unwrap_or(true),
+            attention_bias: model_type == ModelType::Qwen2,
+            head_dim: hidden_size / num_attention_heads.max(1),
+            initializer_range: 0.02,
+            bos_token_id: None,
+            eos_token_id: None,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the `[train]` ranges.
+    ///
+    /// # Errors
+    /// Naming the first key out of range.
+    pub fn check(&self) -> Result<(), TrainError> {
+        let t = &self.train;
+        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+        if t.max_steps == 0 {
+            return bad("train.max_steps must be at least 1");
+        }
+        if t.micro_batch_size == 0 || t.grad_accum_steps == 0 {
+            return bad("train.micro_batch_size and train.grad_accum_steps must be at least 1");
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad("train.lr must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            return bad("train.min_lr_ratio must be within [0, 1]");
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+            return bad("train.beta1 and train.beta2 must be within [0, 1)");
+        }
+        if t.keep_last == 0 {
+            return bad("train.keep_last must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Keys whose values differ between two recipes, as `section.key`.
+    pub fn changed_keys(&self, other: &Recipe) -> Vec<String> {
+        let a = toml::Value::try_from(self).expect("recipes serialize");
+        let b = toml::Value::try_from(other).expect("recipes serialize");
+        let mut out = Vec::new();
+        diff("", &a, &b, &mut out);
+        out
+    }
+}
+
+fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(va), Some(vb)) => diff(&path, va, vb, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[model]
+hidden_size = 32
+intermediate_size = 64
+num_attention_heads = 4
+num_hidden_layers = 2
+vocab_size = 100
+
+[data]
+tokens = "t.lance"
+
+[train]
+max_steps = 10
+micro_batch_size = 2
+lr = 1e-3
+"#;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let r = Recipe::parse(
+            BASE,
+            "r.toml",
+            &[
+                "train.lr=5e-4".into(),
+                "train.schedule=\"linear\"".into(),
+                "output.run=nan".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.train.lr, 5e-4);
+        assert_eq!(r.train.schedule, Schedule::Linear);
+        assert_eq!(r.train.grad_accum_steps, 1);
+        assert_eq!(
+            r.output.run.as_deref(),
+            Some("nan"),
+            "a text key takes the override as written"
+        );
+        assert_eq!(r.method, Method::Sft {});
+        let c = r.model_config(None).unwrap();
+        assert_eq!((c.head_dim, c.num_key_value_heads, c.tie_word_embeddings), (8, 4, true));
+        // A recipe survives its own TOML.
+        assert_eq!(Recipe::parse(&r.to_toml(), "again", &[]).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_nearest_known_key() {
+        let err = Recipe::parse(&BASE.replace("lr = 1e-3", "lr = 1e-3\nwarmup_step = 3"), "r.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field `warmup_step`") && err.contains("did you mean `warmup_steps`?"),
+            "{err}"
+        );
+        let err = Recipe::parse(BASE, "r.toml", &["train.lrr=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("did you mean `lr`?") && err.contains("with train.lrr=1"),
+            "{err}"
+        );
+        let err = Recipe::parse(BASE, "r.toml", &["train.lr".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected section.key=value"), "{err}");
+        let err = Recipe::parse(
+            &format!("{BASE}\n[method]\nkind = \"sft\"\nbeta = 0.1\n"),
+            "r.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("beta"), "a DPO key in an SFT recipe is an error: {err}");
+    }
+
+    #[test]
+    fn ranges_and_conflicts_are_checked() {
+        let r = Recipe::parse(BASE, "r", &["train.max_steps=0".into()]).unwrap();
+        assert!(r.check().unwrap_err().to_string().contains("max_steps"));
+        let r = Recipe::parse(BASE, "r", &["model.init=\"dir\"".into()]).unwrap();
+        assert!(r.model_config(None).unwrap_err().to_string().contains("model.init"));
+        let a = Recipe::parse(BASE, "r", &[]).unwrap();
+        let b = Recipe::parse(BASE, "r", &["train.lr=1".into(), "train.seed=3".into()]).unwrap();
+        assert_eq!(a.changed_keys(&b), vec!["train.lr", "train.seed"]);
+    }
+}

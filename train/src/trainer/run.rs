@@ -1,0 +1,442 @@
+//! The shared training loop, top to bottom as torchtune's `train()`.
+//!
+//! Per optimizer step: read `grad_accum_steps` micro-batches at the current position of the seeded
+//! data order; count their loss tokens; for each, backward of `loss_sum / window_count` (so the
+//! accumulated gradient is the mean over every loss token of the window, whatever the split into
+//! micro-batches); clip the global gradient norm; step AdamW at the scheduled learning rate; log;
+//! evaluate every `eval_every` steps; checkpoint every `checkpoint_every` steps and at the end.
+//! A non-finite loss or gradient norm stops the run with an error naming the last good checkpoint,
+//! which is never overwritten by a bad step.
+//!
+//! Determinism: the data order is a pure function of the seed and the number of rows consumed
+//! (a fresh permutation of the training rows per epoch), initialisation is seeded, and checkpoints
+//! hold full-precision weights and optimizer moments, so a resumed run repeats the uninterrupted
+//! run's losses.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use firebrand_data::{Dataset, DatasetKind, TokensRow};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::checkpoint::{self, LoopState};
+use super::optim::{AdamW, clip_global_norm};
+use super::schedule::lr_at;
+use super::sft;
+use crate::error::TrainError;
+use crate::model::{Decoder, ModelConfig};
+use crate::recipe::Recipe;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The resolved recipe.
+    pub recipe: Recipe,
+    /// The model configuration.
+    pub config: ModelConfig,
+    /// `output.dir / run`.
+    pub run_dir: PathBuf,
+    /// Continue from the run's latest checkpoint.
+    pub resume: bool,
+}
+
+/// One line of `metrics.jsonl` for a training step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Mean loss per loss token over the window.
+    pub loss: f64,
+    /// Learning rate of this step.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens in the window (padding excluded).
+    pub tokens: usize,
+    /// Loss tokens in the window.
+    pub loss_tokens: usize,
+    /// Tokens per second of this step.
+    pub tokens_per_s: f64,
+    /// Model FLOP utilisation, when the device's peak is known.
+    pub mfu: Option<f64>,
+    /// Seconds since the run (or its resumption) started.
+    pub elapsed_s: f64,
+}
+
+/// What the loop reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step finished.
+    Step(StepMetrics),
+    /// An evaluation finished: step and mean loss per loss token.
+    Eval(usize, f64),
+    /// A checkpoint was written.
+    Checkpoint(PathBuf),
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Steps done in total.
+    pub steps: usize,
+    /// Loss of the last step.
+    pub last_loss: f64,
+    /// The final checkpoint.
+    pub checkpoint: PathBuf,
+}
+
+/// The order in which training rows are read: a seeded permutation per epoch.
+struct DataOrder {
+    rows: Vec<u64>,
+    seed: u64,
+    epoch: Option<u64>,
+    perm: Vec<u64>,
+}
+
+impl DataOrder {
+    /// The dataset rows at positions `start..start + n` of the infinite epoch sequence.
+    fn take(&mut self, start: u64, n: usize) -> Vec<u64> {
+        let len = self.rows.len() as u64;
+        (start..start + n as u64)
+            .map(|p| {
+                let epoch = p / len;
+                if self.epoch != Some(epoch) {
+                    let mut perm = self.rows.clone();
+                    perm.shuffle(&mut StdRng::seed_from_u64(
+                        self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    ));
+                    self.perm = perm;
+                    self.epoch = Some(epoch);
+                }
+                self.perm[(p % len) as usize]
+            })
+            .collect()
+    }
+}
+
+/// Splits the rows into held-out evaluation rows and training rows, by seed.
+fn split(n: u64, eval_rows: usize, seed: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut all: Vec<u64> = (0..n).collect();
+    all.shuffle(&mut StdRng::seed_from_u64(seed.wrapping_add(0xE7A1)));
+    let (eval, train) = all.split_at(eval_rows.min(all.len()));
+    let (mut eval, mut train) = (eval.to_vec(), train.to_vec());
+    eval.sort_unstable();
+    train.sort_unstable();
+    (eval, train)
+}
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+fn rec_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Weights {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    }
+}
+
+/// FLOPs of one token's forward and backward: 6N plus attention's 12·L·T·h (PaLM, Appendix B).
+pub fn flops_per_token(config: &ModelConfig, seq_len: usize) -> f64 {
+    6.0 * config.num_parameters() as f64
+        + 12.0 * (config.num_hidden_layers * seq_len * config.num_attention_heads * config.head_dim) as f64
+}
+
+/// Runs (or resumes) a training run; `on_event` sees every step, evaluation and checkpoint.
+///
+/// # Errors
+/// On unreadable data, a batch without loss tokens, a non-finite loss or gradient norm (naming the
+/// last good checkpoint), or a checkpoint that cannot be written or read.
+pub fn train<B: AutodiffBackend>(
+    plan: &RunPlan,
+    device: &B::Device,
+    peak_flops: Option<f64>,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Summary, TrainError> {
+    let t = &plan.recipe.train;
+    let ds = Dataset::open_kind(&plan.recipe.data.tokens, DatasetKind::Tokens)?;
+    let n = ds.len()? as u64;
+    let (eval_rows, train_rows) = split(n, plan.recipe.data.eval_rows, t.seed);
+    if train_rows.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: no rows to train on ({n} rows, {} held out by data.eval_rows)",
+            plan.recipe.data.tokens.display(),
+            eval_rows.len()
+        )));
+    }
+    let mut order = DataOrder {
+        rows: train_rows,
+        seed: t.seed,
+        epoch: None,
+        perm: Vec::new(),
+    };
+    std::fs::create_dir_all(&plan.run_dir).map_err(|e| TrainError::io(&plan.run_dir, e))?;
+
+    // Model, optimizer and loop state: fresh, or from the latest checkpoint.
+    B::seed(device, t.seed);
+    let adamw = AdamW {
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+    };
+    let mut optimizer = OptimizerAdaptor::<AdamW, Decoder<B>, B>::from(adamw);
+    let (mut model, mut state) = if plan.resume {
+        let (_, dir) = checkpoint::latest(&plan.run_dir)?;
+        let text =
+            std::fs::read_to_string(dir.join("state.json")).map_err(|e| TrainError::io(dir.join("state.json"), e))?;
+        let state: LoopState = serde_json::from_str(&text).map_err(|e| rec_err(&dir.join("state.json"), e))?;
+        let model = Decoder::<B>::init(&plan.config, device)?
+            .load_file(dir.join("model"), &recorder(), device)
+            .map_err(|e| rec_err(&dir.join("model.mpk"), e))?;
+        let record = recorder()
+            .load(dir.join("optim"), device)
+            .map_err(|e| rec_err(&dir.join("optim.mpk"), e))?;
+        optimizer = optimizer.load_record(record);
+        (model, state)
+    } else {
+        let model = match &plan.recipe.model.init {
+            Some(dir) => crate::hf::load::<B>(dir, device)?.1,
+            None => Decoder::<B>::init(&plan.config, device)?,
+        };
+        (
+            model,
+            LoopState {
+                step: 0,
+                rows_consumed: 0,
+                seed: t.seed,
+            },
+        )
+    };
+    let metrics_path = plan.run_dir.join("metrics.jsonl");
+    let mut metrics = open_metrics(&metrics_path, plan.resume.then_some(state.step))?;
+
+    let started = Instant::now();
+    let mut last_loss = f64::NAN;
+    let mut last_checkpoint = checkpoint::list(&plan.run_dir)?.pop().map(|(_, p)| p);
+    while state.step < t.max_steps {
+        let step_start = Instant::now();
+        // 1. The window's micro-batches, and its count of loss tokens.
+        let mut batches = Vec::with_capacity(t.grad_accum_steps);
+        for _ in 0..t.grad_accum_steps {
+            let idx = order.take(state.rows_consumed, t.micro_batch_size);
+            state.rows_consumed += idx.len() as u64;
+            let rows: Vec<TokensRow> = ds.take(&idx)?;
+            let batch = sft::collate::<B>(&rows, device).map_err(|e| match e {
+                TrainError::Batch(m) => TrainError::Batch(format!("step {}: rows {idx:?}: {m}", state.step + 1)),
+                other => other,
+            })?;
+            batches.push(batch);
+        }
+        let window_count: usize = batches.iter().map(|b| b.count).sum();
+        let tokens: usize = batches.iter().map(|b| b.tokens).sum();
+        let seq_len = batches.iter().map(|b| b.input_ids.dims()[1]).max().unwrap_or(0);
+        // 2. Backward of each micro-batch's summed loss over the window's count.
+        let mut accumulator = GradientsAccumulator::<Decoder<B>>::new();
+        let mut loss_sum = 0.0;
+        for batch in &batches {
+            let loss = sft::loss(&model, batch);
+            let grads = loss.clone().div_scalar(window_count as f64).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            loss_sum += loss.into_scalar().elem::<f64>();
+        }
+        let loss = loss_sum / window_count as f64;
+        // 3. Clip, guard, step.
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip.filter(|c| *c > 0.0));
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            let last = last_checkpoint
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into());
+            return Err(TrainError::Batch(format!(
+                "step {}: the loss ({loss}) or gradient norm ({grad_norm}) is not finite; stopped without stepping. Last good checkpoint: {last}\n  hint: lower train.lr, or check the data with `firebrand data debug`",
+                state.step + 1
+            )));
+        }
+        let lr = lr_at(
+            state.step,
+            t.max_steps,
+            t.warmup_steps,
+            t.lr,
+            t.min_lr_ratio,
+            t.schedule,
+        );
+        model = optimizer.step(lr, model, grads);
+        state.step += 1;
+        last_loss = loss;
+        // 4. Log.
+        let seconds = step_start.elapsed().as_secs_f64();
+        let flops = flops_per_token(&plan.config, seq_len) * tokens as f64;
+        let m = StepMetrics {
+            step: state.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            loss_tokens: window_count,
+            tokens_per_s: tokens as f64 / seconds,
+            mfu: peak_flops.map(|p| flops / seconds / p),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        write_line(
+            &mut metrics,
+            &metrics_path,
+            &serde_json::to_value(&m).expect("metrics serialize"),
+        )?;
+        on_event(&Event::Step(m));
+        // 5. Evaluate.
+        if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
+            let eval_loss = evaluate(&model, &ds, &eval_rows, t.micro_batch_size)?;
+            let line = serde_json::json!({"step": state.step, "eval/loss": eval_loss});
+            write_line(&mut metrics, &metrics_path, &line)?;
+            on_event(&Event::Eval(state.step, eval_loss));
+        }
+        // 6. Checkpoint.
+        let due = t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0;
+        if due || state.step == t.max_steps {
+            let dir = save(plan, &model, &optimizer, &state)?;
+            on_event(&Event::Checkpoint(dir.clone()));
+            last_checkpoint = Some(dir);
+        }
+    }
+    let checkpoint = match last_checkpoint {
+        Some(p) => p,
+        None => save(plan, &model, &optimizer, &state)?,
+    };
+    Ok(Summary {
+        steps: state.step,
+        last_loss,
+        checkpoint,
+    })
+}
+
+/// Mean loss per loss token over the held-out rows, without gradients.
+fn evaluate<B: AutodiffBackend>(
+    model: &Decoder<B>,
+    ds: &Dataset,
+    rows: &[u64],
+    batch: usize,
+) -> Result<f64, TrainError> {
+    let valid = model.valid();
+    let device = valid.embed_tokens.weight.val().device();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for idx in rows.chunks(batch.max(1)) {
+        let rows: Vec<TokensRow> = ds.take(idx)?;
+        let b = sft::collate::<B::InnerBackend>(&rows, &device)?;
+        sum += sft::loss(&valid, &b).into_scalar().elem::<f64>();
+        count += b.count;
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Writes a checkpoint of the current state atomically.
+fn save<B: AutodiffBackend>(
+    plan: &RunPlan,
+    model: &Decoder<B>,
+    optimizer: &OptimizerAdaptor<AdamW, Decoder<B>, B>,
+    state: &LoopState,
+) -> Result<PathBuf, TrainError> {
+    let tmp = checkpoint::begin(&plan.run_dir, state.step)?;
+    model
+        .clone()
+        .save_file(tmp.join("model"), &recorder())
+        .map_err(|e| rec_err(&tmp, e))?;
+    recorder()
+        .record(optimizer.to_record(), tmp.join("optim"))
+        .map_err(|e| rec_err(&tmp, e))?;
+    let files = [
+        (
+            "state.json",
+            serde_json::to_string_pretty(state).expect("state serializes"),
+        ),
+        ("recipe.toml", plan.recipe.to_toml()),
+        ("config.json", plan.config.to_hf_json()),
+    ];
+    for (name, text) in files {
+        std::fs::write(tmp.join(name), text).map_err(|e| TrainError::io(tmp.join(name), e))?;
+    }
+    checkpoint::commit(&plan.run_dir, &tmp, state.step, plan.recipe.train.keep_last)
+}
+
+/// Opens `metrics.jsonl`: truncated for a fresh run; for a resumed one, cut back to the lines of
+/// steps up to the checkpoint, so the file reads as one uninterrupted run.
+fn open_metrics(path: &Path, resume_step: Option<usize>) -> Result<std::fs::File, TrainError> {
+    let kept = match resume_step {
+        None => String::new(),
+        Some(step) => std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s as usize <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    };
+    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))
+}
+
+fn write_line(file: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<(), TrainError> {
+    writeln!(file, "{v}").map_err(|e| TrainError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_order_is_a_seeded_permutation_per_epoch() {
+        let mut a = DataOrder {
+            rows: (10..20).collect(),
+            seed: 7,
+            epoch: None,
+            perm: vec![],
+        };
+        let first = a.take(0, 10);
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, (10..20).collect::<Vec<_>>());
+        // Reading from any position gives the same rows as reading straight through.
+        let mut b = DataOrder {
+            rows: (10..20).collect(),
+            seed: 7,
+            epoch: None,
+            perm: vec![],
+        };
+        let straight = b.take(0, 25);
+        let mut c = DataOrder {
+            rows: (10..20).collect(),
+            seed: 7,
+            epoch: None,
+            perm: vec![],
+        };
+        assert_eq!(c.take(13, 12), straight[13..].to_vec());
+        assert_ne!(straight[..10], straight[10..20], "each epoch has its own order");
+    }
+
+    #[test]
+    fn eval_rows_are_held_out() {
+        let (eval, train) = split(100, 10, 3);
+        assert_eq!(eval.len(), 10);
+        assert_eq!(train.len(), 90);
+        assert!(eval.iter().all(|e| !train.contains(e)));
+        assert_eq!(split(100, 10, 3), (eval, train));
+    }
+}

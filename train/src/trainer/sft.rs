@@ -1,0 +1,160 @@
+//! Supervised fine-tuning: micro-batches of `tokens` rows and the masked cross-entropy.
+//!
+//! Position `t` predicts token `t + 1`. A target counts when `loss_mask[t + 1]` is set and tokens
+//! `t` and `t + 1` share a segment, so the last token of one packed document never learns to
+//! predict the first of the next. The loss is summed over counted targets, never averaged: the loop
+//! divides by the count of the whole accumulation window. Rows are right-padded to the longest row
+//! of the micro-batch; padding forms its own segment (id -1) and is never a target.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use firebrand_data::TokensRow;
+
+use crate::error::TrainError;
+use crate::model::Decoder;
+
+/// One micro-batch on the device.
+#[derive(Debug, Clone)]
+pub struct SftBatch<B: Backend> {
+    /// `[batch, seq]` token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]` positions within segments.
+    pub position_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]` segment ids (-1 for padding).
+    pub segment_ids: Tensor<B, 2, Int>,
+    /// `[batch, seq]` the token each position predicts (0 where not counted).
+    pub targets: Tensor<B, 2, Int>,
+    /// `[batch, seq]` 1.0 where the target counts.
+    pub weights: Tensor<B, 2>,
+    /// Number of counted targets.
+    pub count: usize,
+    /// Tokens in the batch, padding excluded.
+    pub tokens: usize,
+}
+
+/// Builds a micro-batch from rows.
+///
+/// # Errors
+/// When a row's columns disagree in length, or no row has a counted target (a batch that would
+/// train on nothing is an error, never a silent zero loss).
+pub fn collate<B: Backend>(rows: &[TokensRow], device: &B::Device) -> Result<SftBatch<B>, TrainError> {
+    let t = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
+    if t < 2 {
+        return Err(TrainError::Batch(
+            "a micro-batch needs rows of at least 2 tokens".into(),
+        ));
+    }
+    let n = rows.len() * t;
+    let (mut ids, mut pos, mut seg, mut tgt, mut w) = (
+        vec![0i64; n],
+        vec![0i64; n],
+        vec![-1i64; n],
+        vec![0i64; n],
+        vec![0f32; n],
+    );
+    let (mut count, mut tokens) = (0, 0);
+    for (b, row) in rows.iter().enumerate() {
+        let len = row.input_ids.len();
+        if row.loss_mask.len() != len || row.position_ids.len() != len || row.segment_ids.len() != len {
+            return Err(TrainError::Batch(format!(
+                "a tokens row has columns of different lengths ({} ids, {} mask bits, {} positions, {} segments)",
+                len,
+                row.loss_mask.len(),
+                row.position_ids.len(),
+                row.segment_ids.len()
+            )));
+        }
+        tokens += len;
+        for i in 0..len {
+            let k = b * t + i;
+            ids[k] = row.input_ids[i] as i64;
+            pos[k] = row.position_ids[i] as i64;
+            seg[k] = row.segment_ids[i] as i64;
+            if i + 1 < len && row.loss_mask[i + 1] && row.segment_ids[i + 1] == row.segment_ids[i] {
+                tgt[k] = row.input_ids[i + 1] as i64;
+                w[k] = 1.0;
+                count += 1;
+            }
+        }
+    }
+    if count == 0 {
+        return Err(TrainError::Batch(
+            "a micro-batch has no token to train on (every loss-mask bit is off)\n  hint: check the dataset with `firebrand data debug`; `data tokenize` drops such rows".into(),
+        ));
+    }
+    let shape = [rows.len(), t];
+    let int = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, shape), device);
+    Ok(SftBatch {
+        input_ids: int(ids),
+        position_ids: int(pos),
+        segment_ids: int(seg),
+        targets: int(tgt),
+        weights: Tensor::from_data(TensorData::new(w, shape), device),
+        count,
+        tokens,
+    })
+}
+
+/// Summed negative log-likelihood of the counted targets (Eq. of plain SFT: -Σ log p(x_{t+1} | x_≤t)).
+///
+/// # Shapes
+/// Returns a one-element tensor.
+pub fn loss<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 1> {
+    let logits = model.forward(
+        batch.input_ids.clone(),
+        batch.position_ids.clone(),
+        batch.segment_ids.clone(),
+    );
+    let [b, t, _] = logits.dims();
+    let logp = log_softmax(logits, 2)
+        .gather(2, batch.targets.clone().reshape([b, t, 1]))
+        .reshape([b, t]);
+    (logp * batch.weights.clone()).sum().neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend;
+
+    fn row(ids: &[i32], mask: &[bool], seg: &[i32]) -> TokensRow {
+        TokensRow {
+            input_ids: ids.to_vec(),
+            loss_mask: mask.to_vec(),
+            position_ids: (0..ids.len() as i32).collect(),
+            segment_ids: seg.to_vec(),
+            source_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn targets_are_shifted_masked_and_never_cross_segments() {
+        // Two packed documents; the mask is on for the second token of each and for the first
+        // token of the second document, which must not be predicted from the first document.
+        let r = row(&[5, 6, 7, 8, 9], &[false, true, true, true, false], &[0, 0, 0, 1, 1]);
+        let b = collate::<TestBackend>(&[r, row(&[1, 2], &[false, true], &[0, 0])], &Default::default()).unwrap();
+        let tgt: Vec<i64> = b.targets.into_data().to_vec().unwrap();
+        let w: Vec<f32> = b.weights.into_data().to_vec().unwrap();
+        assert_eq!(
+            w,
+            vec![
+                1.0, 1.0, 0.0, 0.0, 0.0, /* row 2, padded */ 1.0, 0.0, 0.0, 0.0, 0.0
+            ]
+        );
+        assert_eq!(&tgt[..2], &[6, 7]);
+        assert_eq!(tgt[5], 2);
+        assert_eq!((b.count, b.tokens), (3, 7));
+        let seg: Vec<i64> = b.segment_ids.into_data().to_vec().unwrap();
+        assert_eq!(&seg[5..], &[0, 0, -1, -1, -1], "padding is its own segment");
+    }
+
+    #[test]
+    fn a_batch_without_loss_tokens_is_an_error() {
+        let r = row(&[1, 2, 3], &[true, false, false], &[0, 0, 0]);
+        let err = collate::<TestBackend>(&[r], &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no token to train on"), "{err}");
+    }
+}
