@@ -122,3 +122,28 @@ fn a_wrong_config_or_missing_tensor_is_named() {
         .to_string();
     assert!(err.contains("`model.embed_tokens.weight` has shape [96, 64]"), "{err}");
 }
+
+#[test]
+fn a_firebrand_export_reads_the_same_in_transformers() {
+    // The folder is `firebrand export` of the quickstart's sft-tiny run; expected.json holds what
+    // transformers computed on it (benches/hf/check_export.py): its tokenization of a ChatML prompt
+    // and the logits of LlamaForCausalLM loaded with AutoModelForCausalLM.
+    let dir = fixture("firebrand-export");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let tok = firebrand_data::tokenizer::load(&dir).unwrap();
+    let ids: Vec<Vec<i64>> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
+    let ours: Vec<i64> = tok
+        .encode(expected["text"].as_str().unwrap(), false)
+        .unwrap()
+        .get_ids()
+        .iter()
+        .map(|&i| i as i64)
+        .collect();
+    assert_eq!(ours, ids[0], "AutoTokenizer and firebrand tokenize alike");
+    let t = ids[0].len();
+    let (_, model) = hf::load::<B>(&dir, &Default::default()).unwrap();
+    let logits = logits(&model, &ids, &positions(t, 1), &[vec![0; t]]);
+    let err = rel_err(&logits, &flat(&expected["logits"]));
+    assert!(err <= 1e-4, "relative error {err}");
+}
