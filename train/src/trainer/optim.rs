@@ -102,16 +102,14 @@ fn scale_grad<B: Backend, const D: usize>(grads: &mut GradientsParams, id: Param
     }
 }
 
-/// Scales every gradient by `factor` (used to divide by the window's loss-token count).
-pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, factor: f64) {
-    let mut ids = ParamIds(Vec::new());
-    model.visit(&mut ids);
-    for (id, rank) in ids.0 {
+/// Scales the gradients of the given parameters by `factor`.
+fn scale_all<B: Backend>(grads: &mut GradientsParams, ids: &[(ParamId, usize)], factor: f64) {
+    for &(id, rank) in ids {
         match rank {
-            1 => scale_grad::<B::InnerBackend, 1>(grads, id, factor),
-            2 => scale_grad::<B::InnerBackend, 2>(grads, id, factor),
-            3 => scale_grad::<B::InnerBackend, 3>(grads, id, factor),
-            _ => scale_grad::<B::InnerBackend, 4>(grads, id, factor),
+            1 => scale_grad::<B, 1>(grads, id, factor),
+            2 => scale_grad::<B, 2>(grads, id, factor),
+            3 => scale_grad::<B, 3>(grads, id, factor),
+            _ => scale_grad::<B, 4>(grads, id, factor),
         }
     }
 }
@@ -145,15 +143,7 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         && norm > max
         && norm.is_finite()
     {
-        let factor = max / (norm + 1e-6);
-        for (id, rank) in ids.0 {
-            match rank {
-                1 => scale_grad::<B::InnerBackend, 1>(grads, id, factor),
-                2 => scale_grad::<B::InnerBackend, 2>(grads, id, factor),
-                3 => scale_grad::<B::InnerBackend, 3>(grads, id, factor),
-                _ => scale_grad::<B::InnerBackend, 4>(grads, id, factor),
-            }
-        }
+        scale_all::<B::InnerBackend>(grads, &ids.0, max / (norm + 1e-6));
     }
     norm
 }
