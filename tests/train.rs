@@ -210,8 +210,20 @@ fn recipe_mistakes_are_named_before_any_work() {
     assert!(!d.join("runs/x").exists(), "a dry run writes nothing");
     // Every shipped recipe resolves (the GPU one only as a dry run here: CI has no GPU).
     let gpu = concat!(env!("CARGO_MANIFEST_DIR"), "/recipes/sft-125m.toml");
-    let o = firebrand(d, &["train", gpu, "data.tokens=qs/tokens.lance", "data.tokenizer=qs/tokenizer.json", "--dry-run"]);
+    let o = firebrand(
+        d,
+        &[
+            "train",
+            gpu,
+            "data.tokens=qs/tokens.lance",
+            "data.tokenizer=qs/tokenizer.json",
+            "--dry-run",
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.contains("109529856 parameters") && out.contains("device: cuda"), "{out}");
+    assert!(
+        out.contains("109529856 parameters") && out.contains("device: cuda"),
+        "{out}"
+    );
 }

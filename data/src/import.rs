@@ -847,11 +847,12 @@ impl Sink {
 }
 
 /// Writes every row of a dataset as one JSON object per line, in the layout `import` reads back
-/// (`meta` as an object). Returns the number of rows written.
+/// (`meta` as an object); `progress` gets the rows written so far. Returns the number of rows
+/// written.
 ///
 /// # Errors
 /// When the dataset cannot be read or `out` cannot be written.
-pub fn export_jsonl(ds: &Dataset, out: &mut dyn std::io::Write) -> Result<usize> {
+pub fn export_jsonl(ds: &Dataset, out: &mut dyn std::io::Write, mut progress: impl FnMut(usize)) -> Result<usize> {
     let mut n = 0;
     for batch in ds.scan(None, 4096)? {
         let batch = batch?;
@@ -863,6 +864,7 @@ pub fn export_jsonl(ds: &Dataset, out: &mut dyn std::io::Write) -> Result<usize>
                 .map_err(|e| DataError::io(PathBuf::from("<output>"), e))?;
             n += 1;
         }
+        progress(n);
     }
     Ok(n)
 }

@@ -147,7 +147,7 @@ fn export_then_import_gives_the_same_rows() {
     import_jsonl(&input, &first, &opts(None), |_| {}).unwrap();
     let ds = Dataset::open(&first).unwrap();
     let mut exported = Vec::new();
-    assert_eq!(export_jsonl(&ds, &mut exported).unwrap(), 2);
+    assert_eq!(export_jsonl(&ds, &mut exported, |_| {}).unwrap(), 2);
     let again = write_file(dir.path(), "b.jsonl", &exported);
     let second = dir.path().join("b.lance");
     import_jsonl(&again, &second, &opts(Some(DatasetKind::Chat)), |_| {}).unwrap();

@@ -243,24 +243,24 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
 
 fn export(a: ExportArgs) -> anyhow::Result<()> {
     let ds = Dataset::open(&a.dataset)?;
-    let n = match &a.out {
+    match &a.out {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
             let mut w = std::io::BufWriter::new(file);
-            let n = export_jsonl(&ds, &mut w)?;
+            let pb = progress::bar(ds.len()? as u64, "exporting", false);
+            let n = export_jsonl(&ds, &mut w, |done| pb.set_position(done as u64));
+            pb.finish_and_clear();
+            let n = n?;
             w.flush().with_context(|| format!("writing {}", path.display()))?;
             eprintln!("exported {n} rows to {}", path.display());
-            n
         }
         None => {
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
-            let n = export_jsonl(&ds, &mut w)?;
+            // The rows go to stdout; the bar (stderr) is left out so pipes stay quiet.
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            export_jsonl(&ds, &mut w, |_| {})?;
             w.flush()?;
-            n
         }
-    };
-    let _ = n;
+    }
     Ok(())
 }
 
