@@ -14,7 +14,7 @@ use crate::cli::{firebrand, text};
 
 /// Quickstart data plus a short recipe in `dir`.
 fn setup(dir: &Path) {
-    let o = firebrand(dir, &["quickstart", "--dir", "qs"]);
+    let o = firebrand(dir, &["quickstart", "--dir", "qs", "--train-steps", "2"]);
     assert!(o.status.success(), "{:?}", text(&o));
 }
 
@@ -226,4 +226,96 @@ fn recipe_mistakes_are_named_before_any_work() {
         out.contains("109529856 parameters") && out.contains("device: cuda"),
         "{out}"
     );
+}
+
+#[test]
+fn a_run_tokenizes_a_query_then_generates_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let recipe = std::fs::read_to_string(d.join("qs/sft-tiny.toml")).unwrap().replace(
+        "tokens = \"quickstart/tokens.lance\"",
+        "query = \"SELECT * FROM 'qs/chat.lance' WHERE id LIKE 'faq-%'\"\nmax_len = 128",
+    );
+    std::fs::write(d.join("qs/query.toml"), recipe).unwrap();
+    let base = |run: &str, steps: &str| -> Vec<String> {
+        [
+            "train",
+            "qs/query.toml",
+            "data.tokenizer=qs/tokenizer.json",
+            "data.eval_rows=1",
+            "output.dir=runs",
+            &format!("output.run={run}"),
+            &format!("train.max_steps={steps}"),
+            "train.checkpoint_every=3",
+            "train.eval_every=3",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    // A dry run tokenizes into a scratch folder: real numbers, nothing left in the run folder.
+    let mut dry = base("q", "3");
+    dry.push("--dry-run".into());
+    let o = run(d, &dry);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("tokenized 20 rows into"), "{out}");
+    assert!(
+        out.contains("tokenized from the query `SELECT * FROM 'qs/chat.lance' WHERE id LIKE 'faq-%'`"),
+        "{out}"
+    );
+    assert!(!d.join("runs/q").exists());
+
+    let o = run(d, &base("q", "3"));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("tokenized 20 rows into") && out.contains("runs/q/data/tokens.lance"),
+        "{out}"
+    );
+    let o = firebrand(d, &["data", "stats", "runs/q/data/tokens.lance"]);
+    assert!(text(&o).0.contains("tokens dataset"), "{:?}", text(&o));
+    // A resumed run reuses the tokenized rows.
+    let o = firebrand(d, &["train", "--resume", "runs/q", "train.max_steps=4"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(!out.contains("tokenized"), "{out}");
+
+    // Generate from the run: JSON lines with tokens and log-probabilities.
+    let o = firebrand(
+        d,
+        &[
+            "generate",
+            "runs/q",
+            "--prompt",
+            "What is SFT?",
+            "--prompt",
+            "What is DPO?",
+            "--json",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "5",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let n = l["tokens"].as_array().unwrap().len();
+        assert!((1..=5).contains(&n), "{l}");
+        assert_eq!(l["logprobs"].as_array().unwrap().len(), n);
+        assert!(["length", "stop_token"].contains(&l["finish"].as_str().unwrap()), "{l}");
+    }
+    assert_eq!(lines[1]["prompt"], "What is DPO?");
+    assert!(err.contains("generated") && err.contains("tokens/s"), "{err}");
+
+    let o = firebrand(d, &["plot", "runs/q"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let png = std::fs::read(d.join("runs/q/metrics.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    let o = firebrand(d, &["generate", "runs/nope", "--prompt", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
 }

@@ -93,6 +93,40 @@ impl Template {
         }
     }
 
+    /// The text that asks a model for the next assistant turn: `messages` rendered as in training,
+    /// then the assistant's header (`<|im_start|>assistant\n` for chatml).
+    pub fn generation_prompt(self, messages: &[Message]) -> String {
+        let mut text = self.render(messages, MaskMode::Assistant).text;
+        match self {
+            Template::ChatMl => text.push_str("<|im_start|>assistant\n"),
+            Template::Llama3 => text.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n"),
+            Template::Plain => {}
+        }
+        text
+    }
+
+    /// The template in Jinja, as `tokenizer_config.json`'s `chat_template`, so that transformers'
+    /// `apply_chat_template` renders exactly what [`Template::render`] and
+    /// [`Template::generation_prompt`] do.
+    pub fn jinja(self) -> &'static str {
+        match self {
+            Template::ChatMl => concat!(
+                "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] ",
+                "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}",
+                "{% endif %}"
+            ),
+            Template::Llama3 => concat!(
+                "{{ '<|begin_of_text|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] ",
+                "+ '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}",
+                "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+            ),
+            Template::Plain => concat!(
+                "{% for message in messages %}{{ message['content'] }}{% if message['role'] == 'assistant' %}",
+                "{{ '<|endoftext|>' }}{% endif %}{% endfor %}"
+            ),
+        }
+    }
+
     /// Checks that `tokenizer` has every special token of this template as a single token.
     ///
     /// # Errors
@@ -249,6 +283,20 @@ mod tests {
 
     fn trained_text(r: &Rendered) -> Vec<&str> {
         r.trained.iter().map(|s| &r.text[s.clone()]).collect()
+    }
+
+    #[test]
+    fn generation_prompt_is_the_training_text_up_to_the_answer() {
+        let convo = convo();
+        let (question, answer) = convo.split_at(4);
+        for t in Template::ALL {
+            let full = t.render(&convo, MaskMode::Assistant).text;
+            let prompt = t.generation_prompt(question);
+            let rest = full
+                .strip_prefix(prompt.as_str())
+                .unwrap_or_else(|| panic!("{}: {full:?} does not start with {prompt:?}", t.name()));
+            assert!(rest.starts_with(&answer[0].content), "{}: {rest:?}", t.name());
+        }
     }
 
     #[test]

@@ -3,14 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use burn::backend::NdArray;
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use clap::Args;
-use firebrand_train::recipe::Recipe;
-use firebrand_train::trainer::checkpoint;
-use firebrand_train::{Decoder, hf};
+use firebrand_data::template::Template;
+use firebrand_train::hf;
+use firebrand_train::trainer::checkpoint::{Trained, load_trained};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -25,43 +23,45 @@ pub struct ExportArgs {
     max_shard_mb: usize,
 }
 
-/// End-of-turn tokens that stop generation, in the order of the built-in templates.
-const STOP_TOKENS: &[&str] = &["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>"];
-
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let dir = if a.checkpoint.join("state.json").exists() {
-        a.checkpoint.clone()
-    } else {
-        checkpoint::latest(&a.checkpoint)?.1
+    if a.checkpoint.join("config.json").exists() && !a.checkpoint.join("state.json").exists() {
+        bail!(
+            "{} is already a Hugging Face folder\n  hint: export takes a checkpoint (checkpoints/RUN/step-N) or a run (checkpoints/RUN)",
+            a.checkpoint.display()
+        );
+    }
+    let Trained {
+        model,
+        mut config,
+        recipe,
+        tokenizer,
+        dir,
+    } = load_trained::<NdArray<f32>>(&a.checkpoint, &Default::default())?;
+    let template = match &recipe {
+        Some(r) => r.data.template()?,
+        None => Template::ChatMl,
     };
-    let mut config = hf::read_config(&dir)?;
-    let recipe = Recipe::load(&dir.join("recipe.toml"), &[])?;
-    let device = Default::default();
-    let model = Decoder::<NdArray<f32>>::init(&config, &device)?
-        .load_file(
-            dir.join("model"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            &device,
-        )
-        .with_context(|| format!("reading {}", dir.join("model.mpk").display()))?;
     let mut stop_ids = Vec::new();
-    if let Some(tok_path) = &recipe.data.tokenizer {
+    if let Some(tok_path) = &tokenizer {
         let tok = firebrand_data::tokenizer::load(tok_path)?;
-        let stops: Vec<&str> = STOP_TOKENS
-            .iter()
-            .copied()
+        // The template's end of turn first: it is what a chat model emits to stop.
+        let stops: Vec<&str> = std::iter::once(template.end_of_turn())
+            .chain(["<|endoftext|>", "<|end_of_text|>"])
             .filter(|t| tok.token_to_id(t).is_some())
             .collect();
         stop_ids = stops.iter().filter_map(|t| tok.token_to_id(t)).collect();
+        stop_ids.dedup();
         config.eos_token_id = stop_ids.first().copied();
         std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
         firebrand_data::tokenizer::save(&tok, &a.out.join("tokenizer.json"))?;
-        // What AutoTokenizer needs besides tokenizer.json.
+        // What AutoTokenizer needs besides tokenizer.json; `chat_template` makes
+        // `apply_chat_template` render exactly what the model was trained on.
         let tok_config = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "eos_token": stops.first(),
             "model_max_length": config.max_position_embeddings,
             "clean_up_tokenization_spaces": false,
+            "chat_template": template.jinja(),
         });
         let path = a.out.join("tokenizer_config.json");
         std::fs::write(&path, serde_json::to_string_pretty(&tok_config)?)
@@ -78,7 +78,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         config.num_parameters(),
         a.out.display(),
         files.len(),
-        if recipe.data.tokenizer.is_some() {
+        if tokenizer.is_some() {
             ", with tokenizer.json"
         } else {
             ""

@@ -1,9 +1,12 @@
 //! Command-line parsing and dispatch: one module per subcommand, each parsing, resolving and
 //! calling a library crate.
 
+mod bench;
 mod data;
 mod export;
+mod generate;
 mod pending;
+mod plot;
 mod progress;
 mod quickstart;
 mod tokenizer;
@@ -33,16 +36,17 @@ enum Command {
     Synth(pending::Pending),
     /// Train a model from a TOML recipe: firebrand train recipes/sft-tiny.toml train.lr=1e-4
     Train(train::TrainArgs),
-    /// Generate text from a checkpoint (not landed yet).
-    Generate(pending::Pending),
+    /// Generate text from a checkpoint, run or Hugging Face folder: firebrand generate RUN --prompt "Hi"
+    Generate(generate::GenerateArgs),
     /// Export a checkpoint to the Hugging Face layout.
     Export(export::ExportArgs),
     /// Evaluate: instruction following, attention metrics (not landed yet).
     Eval(pending::Pending),
-    /// Plot a run's metrics to PNG (not landed yet).
-    Plot(pending::Pending),
-    /// Run benchmarks (not landed yet).
-    Bench(pending::Pending),
+    /// Plot runs' loss, lr, grad norm and tokens/s to PNG: firebrand plot checkpoints/sft-tiny
+    Plot(plot::PlotArgs),
+    /// Micro-benchmarks of the backend: firebrand bench matmul --device cuda --dtype bf16
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Run the main job on the embedded sample: import, train a tokenizer, tokenize and pack, stats.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -65,10 +69,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quickstart(args) => quickstart::run(args),
         Command::Synth(p) => p.report("synth", "the synthesizers land with issues 4 (LintSeq), 5 (MIG), 6 (Multiverse), 7 (VIF-RAG) and 9 (preference pairs)"),
         Command::Train(a) => train::run(a),
-        Command::Generate(p) => p.report("generate", "the sampler (issue 3) has not landed yet"),
+        Command::Generate(a) => generate::run(a),
         Command::Export(a) => export::run(a),
         Command::Eval(p) => p.report("eval", "`eval follow` lands with issue 7, `eval attention` with issue 11"),
-        Command::Plot(p) => p.report("plot", "metric plots (issue 3) have not landed yet; the metrics are in checkpoints/RUN/metrics.jsonl"),
-        Command::Bench(p) => p.report("bench", "benchmarks land with issues 3, 4, 5 and 8"),
+        Command::Plot(a) => plot::run(a),
+        Command::Bench(c) => bench::run(c),
     }
 }

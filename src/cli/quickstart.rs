@@ -1,8 +1,8 @@
 //! `firebrand quickstart`: the main job on the embedded sample, as the commands a user would type.
 //!
 //! Today: import the bundled chat data, train a tokenizer on it, tokenize and pack it, print
-//! statistics and one tokenized row with its loss mask, train `recipes/sft-tiny.toml` on CPU, and
-//! export the result as a Hugging Face folder. Each step is run through the same command
+//! statistics and one tokenized row with its loss mask, train `recipes/sft-tiny.toml` on CPU,
+//! export the result as a Hugging Face folder, and generate answers from the export. Each step is run through the same command
 //! line parser, and printed, so the output doubles as a tour.
 
 use std::path::PathBuf;
@@ -23,6 +23,9 @@ pub struct QuickstartArgs {
     /// Folder for everything the quickstart writes (replaced on each run).
     #[arg(long, default_value = "quickstart")]
     dir: PathBuf,
+    /// Train this many steps instead of the recipe's (a quicker, less trained look).
+    #[arg(long)]
+    train_steps: Option<usize>,
 }
 
 pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
@@ -48,13 +51,20 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         format!("data stats {dir}/tokens.lance"),
         format!("data debug {dir}/tokens.lance --tokenizer {dir}/tokenizer.json --rows 1"),
         format!(
-            "train {dir}/sft-tiny.toml data.tokens={dir}/tokens.lance data.tokenizer={dir}/tokenizer.json output.dir={dir}/checkpoints"
+            "train {dir}/sft-tiny.toml data.tokens={dir}/tokens.lance data.tokenizer={dir}/tokenizer.json output.dir={dir}/checkpoints{}",
+            a.train_steps
+                .map(|n| format!(" train.max_steps={n}"))
+                .unwrap_or_default()
         ),
         format!("export {dir}/checkpoints/sft-tiny --out {dir}/export"),
+        format!("plot {dir}/checkpoints/sft-tiny"),
+        format!(
+            "generate {dir}/export --prompt \"What does firebrand do?\" --prompt \"What is the capital of Japan?\" --temperature 0 --max-new-tokens 48"
+        ),
     ];
     for step in steps {
         println!("$ firebrand {step}");
-        let words = std::iter::once("firebrand".to_string()).chain(step.split_whitespace().map(str::to_string));
+        let words = std::iter::once("firebrand".to_string()).chain(split_words(&step));
         let cli = super::Cli::try_parse_from(words).expect("quickstart commands parse");
         let code = super::run(cli).with_context(|| format!("quickstart step `firebrand {step}`"))?;
         if code != ExitCode::SUCCESS {
@@ -63,7 +73,29 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         println!();
     }
     println!(
-        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny, the model in {dir}/export"
+        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny (curves in metrics.png), the model in {dir}/export"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Splits a command line at spaces outside double quotes, dropping the quotes.
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }

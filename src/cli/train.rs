@@ -1,6 +1,6 @@
 //! `firebrand train RECIPE [section.key=value ...]`, `--dry-run`, `--resume RUN`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -8,9 +8,9 @@ use burn::backend::{Autodiff, Cuda, NdArray};
 use clap::Args;
 use firebrand_data::{Dataset, DatasetKind, TokensRow};
 use firebrand_train::device::DeviceSpec;
-use firebrand_train::recipe::{RESUMABLE_KEYS, Recipe};
-use firebrand_train::trainer::checkpoint;
+use firebrand_train::recipe::{RESUMABLE_KEYS, Recipe, TextSource};
 use firebrand_train::trainer::run::{Event, RunPlan, flops_per_token, train};
+use firebrand_train::trainer::{checkpoint, data};
 
 use super::progress;
 
@@ -108,20 +108,54 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .parse()
         .map_err(anyhow::Error::msg)
         .context("train.device")?;
-    let ds = Dataset::open_kind(&plan.recipe.data.tokens, DatasetKind::Tokens)?;
-    if plan.config.vocab_size > 0 {
-        check_vocab(&ds, plan.config.vocab_size)?;
-    }
-    if a.dry_run {
-        return dry_run(&plan, &ds, &overrides);
-    }
-    if !plan.resume && !checkpoint::list(&plan.run_dir)?.is_empty() {
+    if !a.dry_run && !plan.resume && !checkpoint::list(&plan.run_dir)?.is_empty() {
         bail!(
             "{} already holds checkpoints\n  hint: continue it with `firebrand train --resume {}`, or set output.run to start another run",
             plan.run_dir.display(),
             plan.run_dir.display()
         );
     }
+    // A dry run tokenizes text sources into a scratch folder, so its numbers are the run's own.
+    let scratch = a
+        .dry_run
+        .then(|| std::env::temp_dir().join(format!("firebrand-dry-run-{}", std::process::id())));
+    let work_dir = scratch.as_deref().unwrap_or(&plan.run_dir);
+    let tokens = data::tokens_path(&plan.recipe, work_dir);
+    if let Some(source) = plan.recipe.data.text_source() {
+        let input = data::open_text(&source, work_dir)?;
+        let pb = progress::bar(input.len()? as u64, "tokenizing", false);
+        let report = data::prepare(&plan.recipe, work_dir, plan.resume, |n| pb.inc(n as u64));
+        pb.finish_and_clear();
+        if let Some(r) = report? {
+            println!(
+                "tokenized {} rows into {} rows of {} tokens ({} trained, {:.1}% fill){}",
+                r.rows_in,
+                r.rows_out,
+                r.tokens,
+                r.loss_tokens,
+                100.0 * r.fill(plan.recipe.data.tokenize_options()?.max_len),
+                if a.dry_run {
+                    String::new()
+                } else {
+                    format!(" at {}", tokens.display())
+                }
+            );
+        }
+    }
+    let checked = Dataset::open_kind(&tokens, DatasetKind::Tokens)
+        .map_err(anyhow::Error::from)
+        .and_then(|ds| match plan.config.vocab_size {
+            0 => Ok(()),
+            v => check_vocab(&ds, v),
+        });
+    if a.dry_run {
+        let shown = checked.and_then(|()| dry_run(&plan, &tokens, &overrides));
+        if let Some(dir) = &scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return shown;
+    }
+    checked?;
     let t = &plan.recipe.train;
     let peak = t
         .peak_tflops
@@ -147,6 +181,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let summary = match device {
         DeviceSpec::Cpu => train::<Autodiff<NdArray<f32>>>(&plan, &Default::default(), peak, on_event),
         DeviceSpec::Cuda(i) => {
+            if let Some(dir) = firebrand_train::device::configure_kernel_cache() {
+                pb.println(format!("kernel cache: {}", dir.display()));
+            }
             train::<Autodiff<Cuda<f32>>>(&plan, &burn::backend::cuda::CudaDevice::new(i), peak, on_event)
         }
     };
@@ -176,7 +213,7 @@ fn check_vocab(ds: &Dataset, vocab: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dry_run(plan: &RunPlan, ds: &Dataset, overrides: &[String]) -> anyhow::Result<ExitCode> {
+fn dry_run(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Result<ExitCode> {
     let t = &plan.recipe.train;
     println!(
         "# resolved recipe{}",
@@ -187,14 +224,6 @@ fn dry_run(plan: &RunPlan, ds: &Dataset, overrides: &[String]) -> anyhow::Result
         }
     );
     println!("{}", plan.recipe.to_toml());
-    let rows = ds.len()?;
-    let lengths: Vec<usize> = ds
-        .rows::<TokensRow>(4096)?
-        .map(|r| r.map(|r| r.input_ids.len()))
-        .collect::<Result<_, _>>()?;
-    let mean_len = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
-    let rows_per_step = t.micro_batch_size * t.grad_accum_steps;
-    let train_rows = rows.saturating_sub(plan.recipe.data.eval_rows);
     println!("# plan");
     println!(
         "run folder: {}{}",
@@ -206,9 +235,27 @@ fn dry_run(plan: &RunPlan, ds: &Dataset, overrides: &[String]) -> anyhow::Result
         plan.config.model_type,
         plan.config.num_parameters()
     );
+    let ds = Dataset::open_kind(tokens, DatasetKind::Tokens)?;
+    let lengths: Vec<usize> = ds
+        .rows::<TokensRow>(4096)?
+        .map(|r| r.map(|r| r.input_ids.len()))
+        .collect::<Result<_, _>>()?;
+    let rows = lengths.len();
+    let mean_len = lengths.iter().sum::<usize>() as f64 / rows.max(1) as f64;
+    let rows_per_step = t.micro_batch_size * t.grad_accum_steps;
+    let train_rows = rows.saturating_sub(plan.recipe.data.eval_rows);
+    let source = match plan.recipe.data.text_source() {
+        Some(TextSource::Dataset(p)) => format!(", tokenized from {} when the run starts", p.display()),
+        Some(TextSource::Query(q)) => format!(", tokenized from the query `{q}` when the run starts"),
+        None => String::new(),
+    };
     println!(
-        "data: {} ({rows} rows, mean {mean_len:.0} tokens; {} held out for eval, {train_rows} for training)",
-        ds.path().display(),
+        "data: {} ({rows} rows, mean {mean_len:.0} tokens; {} held out for eval, {train_rows} for training){source}",
+        if source.is_empty() {
+            tokens.display().to_string()
+        } else {
+            data::tokens_path(&plan.recipe, &plan.run_dir).display().to_string()
+        },
         plan.recipe.data.eval_rows
     );
     println!(

@@ -34,6 +34,26 @@ impl<B: Backend> AttentionMask<B> {
         AttentionMask { allowed }
     }
 
+    /// Causal over a left-padded batch whose keys are partly in a KV cache: query `i` of `seq_q`
+    /// new queries sits at absolute position `seq_k - seq_q + i` and sees every valid key at or before
+    /// it. A padding query sees itself only, so its row is never empty (an all `-inf` row would give
+    /// NaN hidden states that reach real rows through `0 × NaN` in later layers).
+    ///
+    /// # Shapes
+    /// `valid`: `[batch, seq_k]`, false at padding.
+    pub fn padded_causal(valid: Tensor<B, 2, Bool>, seq_q: usize) -> Self {
+        let [b, tk] = valid.dims();
+        let device = valid.device();
+        let offset = (tk - seq_q) as i64;
+        let q_pos = Tensor::<B, 1, Int>::arange(offset..tk as i64, &device).reshape([1, seq_q, 1]);
+        let k_pos = Tensor::<B, 1, Int>::arange(0..tk as i64, &device).reshape([1, 1, tk]);
+        let causal = k_pos.clone().lower_equal(q_pos.clone()).expand([b, seq_q, tk]);
+        let diagonal = k_pos.equal(q_pos).expand([b, seq_q, tk]);
+        let keys = valid.reshape([b, 1, tk]).expand([b, seq_q, tk]);
+        let allowed = causal.bool_and(keys).bool_or(diagonal).reshape([b, 1, seq_q, tk]);
+        AttentionMask { allowed }
+    }
+
     /// Sets disallowed scores to -inf.
     ///
     /// # Shapes
@@ -45,7 +65,7 @@ impl<B: Backend> AttentionMask<B> {
 
     /// The mask as nested vectors `[batch][q][k]`, for tests and debugging.
     pub fn to_vec(&self) -> Vec<Vec<Vec<bool>>> {
-        let [b, _, t, _] = self.allowed.dims();
+        let [b, _, tq, tk] = self.allowed.dims();
         let flat: Vec<bool> = self
             .allowed
             .clone()
@@ -54,8 +74,8 @@ impl<B: Backend> AttentionMask<B> {
             .expect("a bool tensor reads as bools");
         (0..b)
             .map(|i| {
-                (0..t)
-                    .map(|q| flat[(i * t + q) * t..(i * t + q + 1) * t].to_vec())
+                (0..tq)
+                    .map(|q| flat[(i * tq + q) * tk..(i * tq + q + 1) * tk].to_vec())
                     .collect()
             })
             .collect()
@@ -82,5 +102,26 @@ mod tests {
         for q in 0..5 {
             assert_eq!(m[0][q], expect[q].to_vec(), "query {q}");
         }
+    }
+
+    #[test]
+    fn padded_causal_hides_padding_and_future() {
+        let device = Default::default();
+        // Row 0 is left-padded by two; two new queries over four keys.
+        let valid = Tensor::<TestBackend, 2, Bool>::from_bool(
+            burn::tensor::TensorData::from([[false, false, true, true], [true, true, true, true]]),
+            &device,
+        );
+        let m = AttentionMask::padded_causal(valid.clone(), 2).to_vec();
+        assert_eq!(
+            m[0],
+            vec![vec![false, false, true, false], vec![false, false, true, true]]
+        );
+        assert_eq!(m[1], vec![vec![true, true, true, false], vec![true, true, true, true]]);
+        // Prefill: a padding query sees only itself.
+        let m = AttentionMask::padded_causal(valid, 4).to_vec();
+        assert_eq!(m[0][0], vec![true, false, false, false]);
+        assert_eq!(m[0][1], vec![false, true, false, false]);
+        assert_eq!(m[0][3], vec![false, false, true, true]);
     }
 }

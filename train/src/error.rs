@@ -27,6 +27,9 @@ pub enum TrainError {
     /// A batch cannot be trained on.
     #[error("{0}")]
     Batch(String),
+    /// Generation cannot run (empty prompt, bad sampling parameters, undecodable tokens).
+    #[error("{0}")]
+    Generate(String),
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] firebrand_data::DataError),

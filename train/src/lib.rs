@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod hf;
 pub mod model;
 pub mod recipe;

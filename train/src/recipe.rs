@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use firebrand_data::WriteMode;
+use firebrand_data::template::Template;
+use firebrand_data::tokenize::{Overflow, TokenizeOptions};
+
 use crate::error::TrainError;
 use crate::model::{ModelConfig, ModelType};
 use crate::trainer::schedule::Schedule;
@@ -62,17 +66,114 @@ pub struct ModelSection {
     pub max_position_embeddings: Option<usize>,
 }
 
-/// `[data]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[data]`: a pre-tokenized `tokens` dataset, or a `chat`/`completion` dataset (a path or a SQL
+/// query over datasets) tokenized into the run folder when the run starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     /// A `tokens` dataset (`firebrand data tokenize` writes one).
-    pub tokens: PathBuf,
-    /// The tokenizer the dataset was made with; copied into exports.
+    pub tokens: Option<PathBuf>,
+    /// A `chat` or `completion` dataset to tokenize.
+    pub dataset: Option<PathBuf>,
+    /// A SQL query over datasets (quoted `.lance` paths) whose result is a `chat` or `completion`
+    /// dataset to tokenize, e.g. `SELECT * FROM 'chat.lance' WHERE score > 0.5`.
+    pub query: Option<String>,
+    /// The tokenizer; sizes the vocabulary, is copied into exports, and tokenizes `dataset`/`query`.
     pub tokenizer: Option<PathBuf>,
+    /// Chat template (chatml, llama3, plain): how `dataset`/`query` rows are rendered, and what
+    /// `firebrand generate` and exports use. Default chatml.
+    pub template: Option<String>,
+    /// Loss mask for `dataset`/`query`: assistant (default), completion or all.
+    pub mask: Option<String>,
+    /// Row length in tokens for `dataset`/`query` (default 2048).
+    pub max_len: Option<usize>,
+    /// Pack several documents per row for `dataset`/`query` (default true).
+    pub pack: Option<bool>,
     /// Rows held out for evaluation (chosen by seed, never trained on).
     #[serde(default)]
     pub eval_rows: usize,
+}
+
+/// Where a run's text comes from before tokenization.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextSource {
+    /// A dataset path.
+    Dataset(PathBuf),
+    /// A SQL query.
+    Query(String),
+}
+
+impl DataSection {
+    /// The chat template (default chatml).
+    ///
+    /// # Errors
+    /// An unknown template name.
+    pub fn template(&self) -> Result<Template, TrainError> {
+        self.template
+            .as_deref()
+            .unwrap_or("chatml")
+            .parse()
+            .map_err(|e: String| TrainError::Config(format!("data.template: {e}")))
+    }
+
+    /// The text to tokenize when the run starts, if the data is not pre-tokenized.
+    pub fn text_source(&self) -> Option<TextSource> {
+        match (&self.dataset, &self.query) {
+            (Some(p), _) => Some(TextSource::Dataset(p.clone())),
+            (None, Some(q)) => Some(TextSource::Query(q.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// How `dataset`/`query` rows are tokenized.
+    ///
+    /// # Errors
+    /// An unknown template or mask name.
+    pub fn tokenize_options(&self) -> Result<TokenizeOptions, TrainError> {
+        Ok(TokenizeOptions {
+            template: self.template()?,
+            mask: self
+                .mask
+                .as_deref()
+                .unwrap_or("assistant")
+                .parse()
+                .map_err(|e: String| TrainError::Config(format!("data.mask: {e}")))?,
+            max_len: self.max_len.unwrap_or(2048),
+            pack: self.pack.unwrap_or(true),
+            overflow: Overflow::Truncate,
+            chunk: 8192,
+            mode: WriteMode::Overwrite,
+        })
+    }
+
+    fn check(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+        let sources = [self.tokens.is_some(), self.dataset.is_some(), self.query.is_some()];
+        match sources.iter().filter(|&&x| x).count() {
+            0 => return bad("[data] needs one of data.tokens (pre-tokenized), data.dataset or data.query"),
+            1 => {}
+            _ => return bad("[data] takes one of data.tokens, data.dataset and data.query, not several"),
+        }
+        if self.tokens.is_some() {
+            let text_only = [
+                ("data.mask", self.mask.is_some()),
+                ("data.max_len", self.max_len.is_some()),
+                ("data.pack", self.pack.is_some()),
+            ];
+            if let Some((key, _)) = text_only.iter().find(|(_, set)| *set) {
+                return Err(TrainError::Config(format!(
+                    "{key} applies to data.dataset or data.query; data.tokens is already tokenized\n  hint: re-tokenize with `firebrand data tokenize`, or name the chat dataset as data.dataset"
+                )));
+            }
+        } else if self.tokenizer.is_none() {
+            return bad("data.dataset and data.query need data.tokenizer to tokenize with");
+        }
+        let opts = self.tokenize_options()?;
+        if opts.max_len < 2 {
+            return bad("data.max_len must be at least 2");
+        }
+        Ok(())
+    }
 }
 
 fn default_one() -> usize {
@@ -245,7 +346,11 @@ const TEXT_KEYS: &[&str] = &[
     "model.init",
     "model.model_type",
     "data.tokens",
+    "data.dataset",
+    "data.query",
     "data.tokenizer",
+    "data.template",
+    "data.mask",
     "train.schedule",
     "train.device",
     "method.kind",
@@ -401,7 +506,7 @@ impl Recipe {
         if t.keep_last == 0 {
             return bad("train.keep_last must be at least 1");
         }
-        Ok(())
+        self.data.check()
     }
 
     /// Keys whose values differ between two recipes, as `section.key`.
@@ -524,5 +629,42 @@ lr = 1e-3
         let a = Recipe::parse(BASE, "r", &[]).unwrap();
         let b = Recipe::parse(BASE, "r", &["train.lr=1".into(), "train.seed=3".into()]).unwrap();
         assert_eq!(a.changed_keys(&b), vec!["train.lr", "train.seed"]);
+    }
+
+    #[test]
+    fn data_takes_one_source_and_text_options_only_for_text() {
+        let text = BASE.replace(
+            "tokens = \"t.lance\"",
+            "dataset = \"chat.lance\"\ntokenizer = \"tok.json\"",
+        );
+        let r = Recipe::parse(&text, "r", &["data.max_len=512".into(), "data.mask=completion".into()]).unwrap();
+        r.check().unwrap();
+        assert_eq!(r.data.text_source(), Some(TextSource::Dataset("chat.lance".into())));
+        let opts = r.data.tokenize_options().unwrap();
+        assert_eq!((opts.max_len, opts.pack, opts.template), (512, true, Template::ChatMl));
+        assert_eq!(opts.mask, firebrand_data::template::MaskMode::Completion);
+
+        let q = Recipe::parse(
+            &text.replace("dataset = \"chat.lance\"", "query = \"SELECT * FROM 'a.lance'\""),
+            "r",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            q.data.text_source(),
+            Some(TextSource::Query("SELECT * FROM 'a.lance'".into()))
+        );
+
+        let err = |r: Recipe| r.check().unwrap_err().to_string();
+        let both = Recipe::parse(&text, "r", &["data.tokens=t.lance".into()]).unwrap();
+        assert!(err(both).contains("not several"));
+        let pack_on_tokens = Recipe::parse(BASE, "r", &["data.pack=false".into()]).unwrap();
+        assert!(err(pack_on_tokens).contains("data.pack applies to data.dataset or data.query"));
+        let no_tok = Recipe::parse(&text.replace("tokenizer = \"tok.json\"", ""), "r", &[]).unwrap();
+        assert!(err(no_tok).contains("need data.tokenizer"));
+        let bad_template = Recipe::parse(&text, "r", &["data.template=chatm".into()]).unwrap();
+        assert!(err(bad_template).contains("unknown template `chatm`"));
+        let none = Recipe::parse(&BASE.replace("tokens = \"t.lance\"", "eval_rows = 1"), "r", &[]).unwrap();
+        assert!(err(none).contains("needs one of data.tokens"));
     }
 }

@@ -1,3 +1,4 @@
 //! The training crate's one integration-test binary.
 
+mod generate;
 mod hf;

@@ -62,6 +62,42 @@ pub struct Attention<B: Backend> {
     head_dim: usize,
 }
 
+/// Keys and values of one layer for the positions seen so far, `[batch, kv_heads, seq, head_dim]`
+/// each, after RoPE and before the grouped-query repeat.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+}
+
+/// The KV cache of a whole model: one [`LayerCache`] per layer, empty until the first forward.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<LayerCache<B>>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `model`.
+    pub fn new(model: &Decoder<B>) -> Self {
+        KvCache {
+            layers: vec![None; model.layers.len()],
+        }
+    }
+
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |c| c.k.dims()[2])
+    }
+
+    /// True before the first forward.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl<B: Backend> Attention<B> {
     /// # Shapes
     /// `x`: `[batch, seq, hidden]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`.
@@ -72,12 +108,35 @@ impl<B: Backend> Attention<B> {
         sin: &Tensor<B, 4>,
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
+        self.forward_cached(x, cos, sin, mask, None)
+    }
+
+    /// As [`Attention::forward`], but keys and values of earlier positions come from `cache`, and
+    /// this call's are appended to it. The mask is `[batch, 1, seq, cached + seq]`.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: &AttentionMask<B>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
-        let k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
-        let v = heads(self.v_proj.forward(x), kv);
+        let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
+        let mut v = heads(self.v_proj.forward(x), kv);
+        if let Some(slot) = cache {
+            if let Some(past) = slot.take() {
+                k = Tensor::cat(vec![past.k, k], 2);
+                v = Tensor::cat(vec![past.v, v], 2);
+            }
+            *slot = Some(LayerCache {
+                k: k.clone(),
+                v: v.clone(),
+            });
+        }
         let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
         let scores = mask.apply(scores);
@@ -270,6 +329,16 @@ impl<B: Backend> Decoder<B> {
         )
     }
 
+    /// Size of the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.weight.device()
+    }
+
     /// Final hidden states.
     ///
     /// # Shapes
@@ -280,12 +349,29 @@ impl<B: Backend> Decoder<B> {
         position_ids: Tensor<B, 2, Int>,
         mask: &AttentionMask<B>,
     ) -> Tensor<B, 3> {
+        self.hidden_cached(input_ids, position_ids, mask, None)
+    }
+
+    /// Final hidden states of new positions, attending to the positions in `cache` too and
+    /// appending the new ones to it; the sampler's prefill and decode steps.
+    ///
+    /// # Shapes
+    /// `input_ids`, `position_ids`: `[batch, seq]`; `mask`: `[batch, 1, seq, cached + seq]`;
+    /// returns `[batch, seq, hidden]`.
+    pub fn hidden_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        mask: &AttentionMask<B>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let (cos, sin) = rope::angles(position_ids, self.head_dim, self.rope_theta);
         let mut x = self.embed_tokens.forward(input_ids);
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let a = layer
                 .self_attn
-                .forward(layer.input_layernorm.forward(x.clone()), &cos, &sin, mask);
+                .forward_cached(layer.input_layernorm.forward(x.clone()), &cos, &sin, mask, slot);
             x = x + a;
             let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
             x = x + m;

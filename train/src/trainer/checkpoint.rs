@@ -7,9 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
+use crate::model::{Decoder, ModelConfig};
+use crate::recipe::Recipe;
 
 /// The loop state saved beside the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,4 +94,68 @@ pub fn commit(run_dir: &Path, tmp: &Path, step: usize, keep_last: usize) -> Resu
         std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
     }
     Ok(dest)
+}
+
+/// The recorder of checkpoint weights and optimizer state (named MessagePack, full precision).
+pub fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// A model ready to use, with what is known about how it was made.
+pub struct Trained<B: Backend> {
+    /// The weights.
+    pub model: Decoder<B>,
+    /// Its configuration.
+    pub config: ModelConfig,
+    /// The recipe that trained it (checkpoints only).
+    pub recipe: Option<Recipe>,
+    /// Its tokenizer file, when one is known: the recipe's `data.tokenizer`, or `tokenizer.json`
+    /// in a Hugging Face folder.
+    pub tokenizer: Option<PathBuf>,
+    /// The folder the weights came from.
+    pub dir: PathBuf,
+}
+
+/// Loads a model from a checkpoint (`RUN/step-N`), a run (its latest checkpoint) or a Hugging
+/// Face folder (`config.json` with safetensors, e.g. a `firebrand export`).
+///
+/// # Errors
+/// When the path is none of these or its files do not read.
+pub fn load_trained<B: Backend>(path: &Path, device: &B::Device) -> Result<Trained<B>, TrainError> {
+    if path.join("config.json").exists() && !path.join("state.json").exists() {
+        let (config, model) = crate::hf::load(path, device)?;
+        let tok = path.join("tokenizer.json");
+        return Ok(Trained {
+            model,
+            config,
+            recipe: None,
+            tokenizer: tok.exists().then_some(tok),
+            dir: path.to_path_buf(),
+        });
+    }
+    let dir = if path.join("state.json").exists() {
+        path.to_path_buf()
+    } else if path.is_dir() {
+        latest(path)?.1
+    } else {
+        return Err(TrainError::Config(format!(
+            "{}: not a checkpoint, run or Hugging Face folder\n  hint: give checkpoints/RUN, checkpoints/RUN/step-N or a folder written by `firebrand export`",
+            path.display()
+        )));
+    };
+    let config = crate::hf::read_config(&dir)?;
+    let recipe = Recipe::load(&dir.join("recipe.toml"), &[])?;
+    let model = Decoder::<B>::init(&config, device)?
+        .load_file(dir.join("model"), &recorder(), device)
+        .map_err(|e| TrainError::Weights {
+            path: dir.join("model.mpk"),
+            problem: e.to_string(),
+        })?;
+    Ok(Trained {
+        model,
+        config,
+        tokenizer: recipe.data.tokenizer.clone(),
+        recipe: Some(recipe),
+        dir,
+    })
 }

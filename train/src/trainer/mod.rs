@@ -5,6 +5,7 @@
 //! evaluate, checkpoint, NaN guard. `sft.rs` is the first method: a batch type and a loss.
 
 pub mod checkpoint;
+pub mod data;
 pub mod optim;
 pub mod run;
 pub mod schedule;

@@ -20,7 +20,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use firebrand_data::{Dataset, DatasetKind, TokensRow};
@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use super::checkpoint::{self, LoopState};
+use super::checkpoint::{self, LoopState, recorder};
 use super::optim::{AdamW, clip_global_norm};
 use super::schedule::lr_at;
 use super::sft;
@@ -135,10 +135,6 @@ fn split(n: u64, eval_rows: usize, seed: u64) -> (Vec<u64>, Vec<u64>) {
     (eval, train)
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-}
-
 fn rec_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Weights {
         path: path.to_path_buf(),
@@ -164,13 +160,14 @@ pub fn train<B: AutodiffBackend>(
     mut on_event: impl FnMut(&Event),
 ) -> Result<Summary, TrainError> {
     let t = &plan.recipe.train;
-    let ds = Dataset::open_kind(&plan.recipe.data.tokens, DatasetKind::Tokens)?;
+    let tokens = super::data::tokens_path(&plan.recipe, &plan.run_dir);
+    let ds = Dataset::open_kind(&tokens, DatasetKind::Tokens)?;
     let n = ds.len()? as u64;
     let (eval_rows, train_rows) = split(n, plan.recipe.data.eval_rows, t.seed);
     if train_rows.is_empty() {
         return Err(TrainError::Config(format!(
             "{}: no rows to train on ({n} rows, {} held out by data.eval_rows)",
-            plan.recipe.data.tokens.display(),
+            tokens.display(),
             eval_rows.len()
         )));
     }

@@ -1,0 +1,228 @@
+//! `firebrand generate MODEL --prompt ...`: sample from a checkpoint, a run or a Hugging Face
+//! folder with the library sampler (`firebrand_train::generate`).
+//!
+//! Prompts are rendered as a user turn through the model's chat template and end with the
+//! assistant header, so a chat model answers as it was trained to; `--template raw` sends the text
+//! as it is. The template is the recipe's `data.template` for checkpoints; for a Hugging Face
+//! folder it is the built-in template whose Jinja equals `tokenizer_config.json`'s
+//! `chat_template` (what `firebrand export` writes), else guessed from the tokenizer's special
+//! tokens.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::backend::{Cuda, NdArray};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use firebrand_data::records::{Message, Role};
+use firebrand_data::template::Template;
+use firebrand_data::tokenizer::{self, Tokenizer};
+use firebrand_train::device::DeviceSpec;
+use firebrand_train::generate::{Completion, Finish, SamplingParams, generate};
+use firebrand_train::trainer::checkpoint::{Trained, load_trained};
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A checkpoint (checkpoints/RUN/step-N), a run (its latest checkpoint) or a Hugging Face folder.
+    model: PathBuf,
+    /// A prompt; repeat for a batch.
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// A file with one prompt per line (added after --prompt).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// A system message put before each prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Chat template: chatml, llama3, plain, or raw (no template). Default: the model's.
+    #[arg(long)]
+    template: Option<String>,
+    /// Most new tokens per prompt.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Keep only the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// A text that ends a completion; repeatable.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompts per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print one JSON object per prompt (text, tokens, logprobs, finish) instead of the text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
+    match device {
+        DeviceSpec::Cpu => run_on::<NdArray<f32>>(&a, &Default::default()),
+        DeviceSpec::Cuda(i) => {
+            firebrand_train::device::configure_kernel_cache();
+            run_on::<Cuda<f32>>(&a, &burn::backend::cuda::CudaDevice::new(i))
+        }
+    }
+}
+
+fn run_on<B: Backend>(a: &GenerateArgs, device: &B::Device) -> anyhow::Result<ExitCode> {
+    let mut prompts = a.prompt.clone();
+    if let Some(path) = &a.prompts {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if !line.trim().is_empty() {
+                prompts.push(line);
+            }
+        }
+    }
+    if prompts.is_empty() {
+        bail!("no prompt given\n  hint: --prompt \"What is firebrand?\" (repeatable) or --prompts FILE");
+    }
+    let trained: Trained<B> = load_trained(&a.model, device)?;
+    let Some(tok_path) = &trained.tokenizer else {
+        bail!(
+            "{}: no tokenizer is known for this model\n  hint: train with data.tokenizer set, or use a Hugging Face folder with tokenizer.json",
+            a.model.display()
+        );
+    };
+    let tok = tokenizer::load(tok_path)?;
+    let template = match a.template.as_deref() {
+        Some("raw") => None,
+        Some(name) => Some(
+            name.parse::<Template>()
+                .map_err(anyhow::Error::msg)
+                .context("--template")?,
+        ),
+        None => Some(model_template(&trained, &tok)?),
+    };
+    if let Some(t) = template {
+        t.check(&tok)?;
+    }
+    let texts: Vec<String> = prompts
+        .iter()
+        .map(|p| match template {
+            None => p.clone(),
+            Some(t) => {
+                let mut messages = Vec::new();
+                if let Some(s) = &a.system {
+                    messages.push(Message::new(Role::System, s.as_str()));
+                }
+                messages.push(Message::new(Role::User, p.as_str()));
+                t.generation_prompt(&messages)
+            }
+        })
+        .collect();
+    let mut stop_token_ids: Vec<u32> = template
+        .map(|t| t.end_of_turn())
+        .into_iter()
+        .chain(["<|endoftext|>", "<|end_of_text|>"])
+        .filter_map(|t| tok.token_to_id(t))
+        .collect();
+    if let Some(eos) = trained.config.eos_token_id.filter(|e| !stop_token_ids.contains(e)) {
+        stop_token_ids.push(eos);
+    }
+    let params = SamplingParams {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        stop: a.stop.clone(),
+        stop_token_ids,
+        seed: a.seed,
+    };
+    let encoded: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            tok.encode(t.as_str(), false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| anyhow::anyhow!("tokenizing a prompt: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let start = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut generated = 0;
+    for (b, chunk) in encoded.chunks(a.batch_size.max(1)).enumerate() {
+        let completions = generate(&trained.model, &tok, chunk, &params)?;
+        for (j, c) in completions.iter().enumerate() {
+            let i = b * a.batch_size.max(1) + j;
+            generated += c.tokens.len();
+            print_completion(&mut out, a.json, prompts.len(), i, &prompts[i], c)?;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "generated {generated} tokens for {} prompt(s) in {secs:.2} s ({:.0} tokens/s) on {}",
+        prompts.len(),
+        generated as f64 / secs.max(1e-9),
+        a.device
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_completion(
+    out: &mut impl Write,
+    json: bool,
+    total: usize,
+    i: usize,
+    prompt: &str,
+    c: &Completion,
+) -> anyhow::Result<()> {
+    let finish = match &c.finish {
+        Finish::StopToken(_) => "stop_token",
+        Finish::StopString(_) => "stop_string",
+        Finish::Length => "length",
+    };
+    let written = if json {
+        let v = serde_json::json!({
+            "prompt": prompt, "text": c.text, "finish": finish, "tokens": c.tokens, "logprobs": c.logprobs,
+        });
+        writeln!(out, "{v}")
+    } else if total == 1 {
+        writeln!(out, "{}", c.text)
+    } else {
+        writeln!(out, "### {}: {prompt}\n{}\n", i + 1, c.text)
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// The template a model was trained with (see the module docs).
+fn model_template<B: Backend>(trained: &Trained<B>, tok: &Tokenizer) -> anyhow::Result<Template> {
+    if let Some(recipe) = &trained.recipe {
+        return Ok(recipe.data.template()?);
+    }
+    if let Some(t) = chat_template(&trained.dir).and_then(|j| Template::ALL.into_iter().find(|t| t.jinja() == j)) {
+        return Ok(t);
+    }
+    Ok(if tok.token_to_id("<|im_start|>").is_some() {
+        Template::ChatMl
+    } else if tok.token_to_id("<|start_header_id|>").is_some() {
+        Template::Llama3
+    } else {
+        Template::Plain
+    })
+}
+
+fn chat_template(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("chat_template")?.as_str().map(str::to_string)
+}
