@@ -163,8 +163,141 @@ fn quickstart_imports_trains_a_tokenizer_tokenizes_and_reports() {
     assert!(
         text(&o)
             .1
-            .contains("reads chat or completion datasets, this one is `tokens`"),
+            .contains("reads chat, completion or multiverse datasets, this one is `tokens`"),
         "{}",
         text(&o).1
     );
+}
+
+#[test]
+fn multiverse_sample_converts_validates_and_tokenizes_into_the_reference_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = firebrand(d, &["synth", "multiverse", "convert", "--sample", "--out", "mv.lance"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("converted 5 of 6 traces from <embedded sample> into mv.lance"),
+        "{out}"
+    );
+    assert!(out.contains("1  no explicit parallel structure"), "{out}");
+    // Running again resumes: nothing is converted twice.
+    let o = firebrand(
+        d,
+        &[
+            "synth",
+            "multiverse",
+            "convert",
+            "--sample",
+            "--out",
+            "mv.lance",
+            "--resume",
+        ],
+    );
+    assert!(
+        text(&o).0.contains("converted 0 of 6 traces") && text(&o).0.contains("(5 already there)"),
+        "{:?}",
+        text(&o)
+    );
+
+    // What it wrote passes the validator; a broken trace does not, with line, tag and rule.
+    assert!(
+        firebrand(d, &["data", "export", "mv.lance", "--out", "mv.jsonl"])
+            .status
+            .success()
+    );
+    let o = firebrand(d, &["synth", "multiverse", "validate", "mv.jsonl"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains(": ok (")).count(), 5, "{out}");
+    assert!(out.contains("(mv-quadratic-sign): ok (2 parallel block(s))"), "{out}");
+    std::fs::write(
+        d.join("bad.txt"),
+        "<Think>\n<Parallel>\n<Goal><Outline>a</Outline></Goal>\n<Path>x</Path>\nstray\n<Conclusion>c</Conclusion>\n</Parallel>\n</Think>",
+    )
+    .unwrap();
+    let o = firebrand(d, &["synth", "multiverse", "validate", "bad.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o)
+            .0
+            .contains("bad.txt: line 5, text: only whitespace is allowed between the parts of a <Parallel> block"),
+        "{:?}",
+        text(&o)
+    );
+
+    // Tokenize with Multiverse attention: the tags are single tokens, and every row's compact
+    // structure expands to the reference's mask (with separators inside their paths).
+    let o = firebrand(
+        d,
+        &[
+            "tokenizer",
+            "train",
+            "mv.lance",
+            "--vocab-size",
+            "700",
+            "--multiverse",
+            "--out",
+            "tok.json",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = firebrand(
+        d,
+        &[
+            "data",
+            "tokenize",
+            "mv.lance",
+            "--tokenizer",
+            "tok.json",
+            "--multiverse",
+            "--max-len",
+            "4096",
+            "--pack",
+            "--out",
+            "mvtok.lance",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let tok = firebrand_data::tokenizer::load(&d.join("tok.json")).unwrap();
+    let ds = firebrand_data::Dataset::open(d.join("mvtok.lance")).unwrap();
+    let mut rows = 0;
+    for row in ds.rows::<firebrand_data::TokensRow>(16).unwrap() {
+        let row = row.unwrap();
+        rows += 1;
+        assert!(row.has_parents());
+        let ours = firebrand_data::packing::dense_mask(&row);
+        // Per document (a root segment starts one), compare with the reference on its tokens.
+        let starts: Vec<usize> = (0..row.segment_ids.len())
+            .filter(|&i| {
+                (i == 0 || row.segment_ids[i] != row.segment_ids[i - 1])
+                    && row.parents_of(row.segment_ids[i] as usize).is_empty()
+            })
+            .chain([row.segment_ids.len()])
+            .collect();
+        for w in starts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let strings: Vec<String> = row.input_ids[a..b]
+                .iter()
+                .map(|&id| tok.id_to_token(id as u32).unwrap_or_default())
+                .collect();
+            let reference = firebrand_data::multiverse::reference::mask(&strings, true);
+            for q in a..b {
+                assert_eq!(ours[q][a..b], reference[q - a][..], "row {rows}, token {q}");
+                assert!(ours[q][..a].iter().all(|&x| !x), "documents stay apart");
+            }
+            assert!(strings.iter().filter(|s| *s == "<Path>").count() >= 2);
+        }
+    }
+    assert!(rows >= 1);
+
+    // SFT trains on the rows with Multiverse attention (the mask is built from the segment graph).
+    std::fs::write(
+        d.join("mv.toml"),
+        "[model]\nmodel_type = \"qwen2\"\nhidden_size = 32\nintermediate_size = 64\nnum_attention_heads = 4\nnum_hidden_layers = 1\nmax_position_embeddings = 4096\n[data]\ntokens = \"mvtok.lance\"\ntokenizer = \"tok.json\"\n[train]\nmax_steps = 2\nmicro_batch_size = 1\nlr = 1e-3\nwarmup_steps = 0\ncheckpoint_every = 0\n[method]\nkind = \"sft\"\n[output]\ndir = \"runs\"\n",
+    )
+    .unwrap();
+    let o = firebrand(d, &["train", "mv.toml"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success() && out.contains("trained 2 steps"), "{out}\n{err}");
 }

@@ -22,8 +22,9 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 pub const KIND_KEY: &str = "firebrand.kind";
 /// Schema metadata key holding the schema version of the kind.
 pub const SCHEMA_VERSION_KEY: &str = "firebrand.schema_version";
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: &str = "1";
+/// The schema version this build writes. 2: `tokens` gained `segment_parents` (readers treat a
+/// version-1 `tokens` dataset, which lacks it, as having no parents).
+pub const SCHEMA_VERSION: &str = "2";
 
 /// What a dataset holds; see DESIGN.md, "Datasets (Lance)".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +132,11 @@ impl DatasetKind {
                     list("loss_mask", DataType::Boolean),
                     list("position_ids", DataType::Int32),
                     list("segment_ids", DataType::Int32),
+                    // Per segment, the segments it also sees (Multiverse); empty for plain packing.
+                    list(
+                        "segment_parents",
+                        DataType::List(Arc::new(Field::new("item", DataType::Int32, false))),
+                    ),
                     utf8_list("source_ids"),
                 ]
             }

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod import;
 pub mod kind;
+pub mod multiverse;
 pub mod packing;
 pub mod records;
 pub mod sql;

@@ -4,7 +4,8 @@
 //! result is deterministic), each into the open row with the least room that still fits it, a new
 //! row when none does. With a sorted map of rows by free room this is O(n log n). Every document
 //! keeps its tokens and loss-mask bits; its position ids restart at 0 and it gets its own segment
-//! id, so attention (which never crosses segments) sees each document alone.
+//! id, so attention (which never crosses segments) sees each document alone. A Multiverse document
+//! brings several segments and their parents, renumbered after the row's earlier segments.
 //!
 //! Packing runs over windows of documents (`window` in [`pack`]) so that memory stays bounded on
 //! large datasets; a window of a few thousand documents loses little fill against packing all.
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::records::TokensRow;
 
 /// One tokenized document.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Doc {
     /// Token ids.
     pub ids: Vec<i32>,
@@ -22,6 +23,71 @@ pub struct Doc {
     pub mask: Vec<bool>,
     /// Id of the source row.
     pub source_id: String,
+    /// Multiverse structure, when the document has one; plain documents are one segment.
+    pub structure: Option<Structure>,
+}
+
+/// A document cut into segments with parents (see `multiverse.rs`), local to the document.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Structure {
+    /// Segment of each token, from 0.
+    pub segments: Vec<u32>,
+    /// Direct parents of each segment.
+    pub parents: Vec<Vec<u32>>,
+    /// Position of each token.
+    pub positions: Vec<i32>,
+}
+
+impl Doc {
+    /// Keeps the first `n` tokens.
+    pub fn truncate(&mut self, n: usize) {
+        self.ids.truncate(n);
+        self.mask.truncate(n);
+        if let Some(s) = &mut self.structure {
+            s.segments.truncate(n);
+            s.positions.truncate(n);
+        }
+    }
+}
+
+/// Appends `doc` to `row` as its next document(s), numbering its segments after the row's.
+fn append(row: &mut TokensRow, doc: Doc) {
+    let base = row.segment_ids.iter().map(|&s| s + 1).max().unwrap_or(0);
+    let n = doc.ids.len();
+    match doc.structure {
+        None => {
+            row.position_ids.extend(0..n as i32);
+            row.segment_ids.extend(std::iter::repeat_n(base, n));
+            if row.has_parents() {
+                row.segment_parents.push(Vec::new());
+            }
+        }
+        Some(s) => {
+            // Materialise an entry per earlier segment, then this document's, offset.
+            row.segment_parents.resize(base as usize, Vec::new());
+            row.position_ids.extend(s.positions);
+            row.segment_ids.extend(s.segments.iter().map(|&x| base + x as i32));
+            row.segment_parents.extend(
+                s.parents
+                    .iter()
+                    .map(|p| p.iter().map(|&x| base + x as i32).collect::<Vec<_>>()),
+            );
+        }
+    }
+    row.input_ids.extend(doc.ids);
+    row.loss_mask.extend(doc.mask);
+    row.source_ids.push(doc.source_id);
+}
+
+fn empty_row() -> TokensRow {
+    TokensRow {
+        input_ids: Vec::new(),
+        loss_mask: Vec::new(),
+        position_ids: Vec::new(),
+        segment_ids: Vec::new(),
+        segment_parents: Vec::new(),
+        source_ids: Vec::new(),
+    }
 }
 
 /// Assigns documents of the given lengths to bins of `capacity`; returns each bin's document
@@ -70,14 +136,9 @@ pub fn best_fit_decreasing(lengths: &[usize], capacity: usize) -> Vec<Vec<usize>
 
 /// One row holding one document.
 pub fn single(doc: Doc) -> TokensRow {
-    let n = doc.ids.len();
-    TokensRow {
-        position_ids: (0..n as i32).collect(),
-        segment_ids: vec![0; n],
-        input_ids: doc.ids,
-        loss_mask: doc.mask,
-        source_ids: vec![doc.source_id],
-    }
+    let mut row = empty_row();
+    append(&mut row, doc);
+    row
 }
 
 /// Packs documents into rows of at most `capacity` tokens, `window` documents at a time.
@@ -90,21 +151,9 @@ pub fn pack(docs: Vec<Doc>, capacity: usize, window: usize) -> Vec<TokensRow> {
         let bins = best_fit_decreasing(&lengths, capacity);
         let mut slots: Vec<Option<Doc>> = chunk.into_iter().map(Some).collect();
         for bin in bins {
-            let mut row = TokensRow {
-                input_ids: Vec::new(),
-                loss_mask: Vec::new(),
-                position_ids: Vec::new(),
-                segment_ids: Vec::new(),
-                source_ids: Vec::new(),
-            };
-            for (segment, i) in bin.into_iter().enumerate() {
-                let doc = slots[i].take().expect("each document is in one bin");
-                row.position_ids.extend(0..doc.ids.len() as i32);
-                row.segment_ids
-                    .extend(std::iter::repeat_n(segment as i32, doc.ids.len()));
-                row.input_ids.extend(doc.ids);
-                row.loss_mask.extend(doc.mask);
-                row.source_ids.push(doc.source_id);
+            let mut row = empty_row();
+            for i in bin {
+                append(&mut row, slots[i].take().expect("each document is in one bin"));
             }
             rows.push(row);
         }
@@ -112,17 +161,10 @@ pub fn pack(docs: Vec<Doc>, capacity: usize, window: usize) -> Vec<TokensRow> {
     rows
 }
 
-/// Dense attention mask of a row: `allowed[q][k]` when query `q` may attend to key `k`
-/// (causal within its segment). For tests and debugging; trainers build masks from segment ids.
+/// Dense attention mask of a row: `allowed[q][k]` when query `q` may attend to key `k` (causal,
+/// within its segment or the segments it sees). For tests and debugging; trainers never store it.
 pub fn dense_mask(row: &TokensRow) -> Vec<Vec<bool>> {
-    let n = row.input_ids.len();
-    (0..n)
-        .map(|q| {
-            (0..n)
-                .map(|k| k <= q && row.segment_ids[k] == row.segment_ids[q])
-                .collect()
-        })
-        .collect()
+    crate::multiverse::dense_mask(&row.segment_ids, &row.segment_parents)
 }
 
 #[cfg(test)]
@@ -135,7 +177,39 @@ mod tests {
             ids: (0..len as i32).map(|i| tag * 1000 + i).collect(),
             mask: (0..len).map(|i| (i + tag as usize).is_multiple_of(3)).collect(),
             source_id: format!("d{tag}"),
+            structure: None,
         }
+    }
+
+    #[test]
+    fn a_multiverse_document_keeps_its_segments_and_parents_after_a_plain_one() {
+        let plain = doc(3, 1);
+        let mv = Doc {
+            ids: vec![1, 2, 3, 4, 5],
+            mask: vec![true; 5],
+            source_id: "mv".into(),
+            structure: Some(Structure {
+                segments: vec![0, 1, 1, 2, 3],
+                parents: vec![vec![], vec![0], vec![0], vec![0, 1, 2]],
+                positions: vec![0, 1, 2, 1, 3],
+            }),
+        };
+        let mut row = single(plain.clone());
+        append(&mut row, mv);
+        append(&mut row, plain);
+        assert_eq!(row.segment_ids, vec![0, 0, 0, 1, 2, 2, 3, 4, 5, 5, 5]);
+        assert_eq!(
+            row.segment_parents,
+            vec![vec![], vec![], vec![1], vec![1], vec![1, 2, 3], vec![]]
+        );
+        assert_eq!(row.position_ids, vec![0, 1, 2, 0, 1, 2, 1, 3, 0, 1, 2]);
+        let m = dense_mask(&row);
+        assert!(!m[3][2], "documents stay apart");
+        assert!(
+            m[5][3] && !m[6][5] && m[7][5] && m[7][6],
+            "paths see the prefix, the join sees all"
+        );
+        assert!(!m[8][7], "the next plain document sees nothing before it");
     }
 
     #[test]

@@ -232,8 +232,12 @@ pub struct MultiverseRow {
 /// A row of a `tokens` dataset: one training sequence, possibly several packed documents.
 ///
 /// Conventions: `loss_mask[t]` is true when token `t` is a prediction target (the trainer predicts
-/// it from tokens before it); `segment_ids` number the documents of the row from 0, and attention
-/// never crosses segments; `position_ids` restart at 0 in every segment.
+/// it from tokens before it); `segment_ids` number the segments of the row from 0 in order of first
+/// appearance; a token sees earlier tokens of its own segment and of the segments its segment
+/// sees through `segment_parents` (transitively). Plain packing has one segment per document and
+/// no parents (`segment_parents` empty), so attention never crosses documents and `position_ids`
+/// restart at 0 in every document. Multiverse rows cut a document into segments with parents
+/// (see `multiverse.rs`); a segment without parents starts a document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokensRow {
     /// Token ids.
@@ -242,10 +246,26 @@ pub struct TokensRow {
     pub loss_mask: Vec<bool>,
     /// Position of each token within its segment.
     pub position_ids: Vec<i32>,
-    /// Segment (document) of each token.
+    /// Segment of each token.
     pub segment_ids: Vec<i32>,
-    /// Id of the source row of each segment.
+    /// For each segment, the segments it sees directly; empty (or shorter than the number of
+    /// segments) where segments see no others.
+    #[serde(default)]
+    pub segment_parents: Vec<Vec<i32>>,
+    /// Id of the source row of each document.
     pub source_ids: Vec<String>,
+}
+
+impl TokensRow {
+    /// The direct parents of segment `s`.
+    pub fn parents_of(&self, s: usize) -> &[i32] {
+        self.segment_parents.get(s).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any segment sees another (a Multiverse row).
+    pub fn has_parents(&self) -> bool {
+        self.segment_parents.iter().any(|p| !p.is_empty())
+    }
 }
 
 impl Record for ChatRow {
@@ -281,7 +301,15 @@ impl Record for TokensRow {
         };
         let mut mask = ListBuilder::new(BooleanBuilder::new()).with_field(item_field(DataType::Boolean));
         let mut sources = ListBuilder::new(StringBuilder::new());
+        let mut parents =
+            ListBuilder::new(ListBuilder::new(Int32Builder::new()).with_field(item_field(DataType::Int32)))
+                .with_field(item_field(DataType::List(item_field(DataType::Int32))));
         for row in rows {
+            for p in &row.segment_parents {
+                parents.values().values().append_slice(p);
+                parents.values().append(true);
+            }
+            parents.append(true);
             mask.values().append_slice(&row.loss_mask);
             mask.append(true);
             for s in &row.source_ids {
@@ -294,6 +322,7 @@ impl Record for TokensRow {
             Arc::new(mask.finish()) as ArrayRef,
             ints(|r| &r.position_ids),
             ints(|r| &r.segment_ids),
+            Arc::new(parents.finish()),
             Arc::new(sources.finish()) as ArrayRef,
         ];
         RecordBatch::try_new(DatasetKind::Tokens.schema(), columns).map_err(|e| DataError::arrow("tokens batch", e))
@@ -322,6 +351,26 @@ impl Record for TokensRow {
         let input_ids = ints("input_ids")?;
         let position_ids = ints("position_ids")?;
         let segment_ids = ints("segment_ids")?;
+        // Absent in schema-version-1 datasets: no parents.
+        let parents = batch
+            .column_by_name("segment_parents")
+            .and_then(|c| c.as_list_opt::<i32>());
+        let parents_of = |i: usize| -> Result<Vec<Vec<i32>>> {
+            let Some(l) = parents else { return Ok(Vec::new()) };
+            let per_segment = l.value(i);
+            let per_segment = per_segment
+                .as_list_opt::<i32>()
+                .ok_or_else(|| DataError::arrow("tokens batch", "`segment_parents` is not a list of lists"))?;
+            (0..per_segment.len())
+                .map(|s| {
+                    per_segment
+                        .value(s)
+                        .as_primitive_opt::<Int32Type>()
+                        .map(|p| p.values().to_vec())
+                        .ok_or_else(|| DataError::arrow("tokens batch", "`segment_parents` is not int32"))
+                })
+                .collect()
+        };
         let mut rows = Vec::with_capacity(batch.num_rows());
         for (i, ((input_ids, position_ids), segment_ids)) in
             input_ids.into_iter().zip(position_ids).zip(segment_ids).enumerate()
@@ -339,6 +388,7 @@ impl Record for TokensRow {
                 loss_mask,
                 position_ids,
                 segment_ids,
+                segment_parents: parents_of(i)?,
                 source_ids,
             });
         }
@@ -527,6 +577,7 @@ mod tests {
                 loss_mask: vec![false, true, true],
                 position_ids: vec![0, 0, 1],
                 segment_ids: vec![0, 1, 1],
+                segment_parents: vec![vec![], vec![0]],
                 source_ids: vec!["a".into(), "b".into()],
             },
             TokensRow {
@@ -534,6 +585,7 @@ mod tests {
                 loss_mask: vec![],
                 position_ids: vec![],
                 segment_ids: vec![],
+                segment_parents: vec![],
                 source_ids: vec![],
             },
         ]);

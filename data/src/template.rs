@@ -197,6 +197,8 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     /// Whether each token is trained on.
     pub mask: Vec<bool>,
+    /// Byte offset in the text where each token starts.
+    pub starts: Vec<usize>,
 }
 
 /// Tokenizes a rendered text in one pass and marks tokens overlapping a trained span.
@@ -233,6 +235,7 @@ pub fn encode(tokenizer: &Tokenizer, rendered: &Rendered) -> Result<Encoded> {
     Ok(Encoded {
         ids: enc.get_ids().to_vec(),
         mask,
+        starts: enc.get_offsets().iter().map(|&(s, _)| s).collect(),
     })
 }
 
@@ -331,6 +334,7 @@ mod tests {
             &TrainOptions {
                 vocab_size: 320,
                 min_frequency: 2,
+                extra_special: Vec::new(),
             },
         )
         .unwrap();

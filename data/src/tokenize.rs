@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::{DataError, Result};
 use crate::kind::DatasetKind;
-use crate::packing::{Doc, pack, single};
+use crate::packing::{Doc, Structure, pack, single};
 use crate::records::{ChatRow, CompletionRow, Message, Role};
 use crate::store::{Dataset, DatasetWriter, WriteMode};
 use crate::template::{MaskMode, Template, encode};
@@ -45,6 +45,10 @@ pub struct TokenizeOptions {
     pub chunk: usize,
     /// What to do when the output exists.
     pub mode: WriteMode,
+    /// Encode Multiverse structure (segments, parents, positions) from the control tags; a
+    /// `multiverse` dataset is then rendered from its parallel trace, otherwise from its
+    /// sequential one (the autoregressive baseline).
+    pub multiverse: bool,
 }
 
 /// What a tokenize run did.
@@ -77,10 +81,42 @@ impl TokenizeReport {
     }
 }
 
+/// The instruction the reference appends to a Multiverse question
+/// (`data/tokenization_multiverse.py`), and the sequential one of its autoregressive baseline.
+pub const MULTIVERSE_INSTRUCTION: &str = " Think step by step and in parallel before answering.";
+/// See [`MULTIVERSE_INSTRUCTION`].
+pub const SEQUENTIAL_INSTRUCTION: &str = " Think step by step before answering.";
+
 /// The conversations of one chunk of input, with their ids.
-fn conversations(ds: &Dataset, batch: &arrow_array::RecordBatch) -> Result<Vec<(String, Vec<Message>)>> {
+fn conversations(
+    ds: &Dataset,
+    batch: &arrow_array::RecordBatch,
+    multiverse: bool,
+) -> Result<Vec<(String, Vec<Message>)>> {
     use crate::records::Record;
     Ok(match ds.kind() {
+        // As the reference trains it: the question with the instruction; the thinking, a blank
+        // line, `Answer: ` and the answer. The sequential trace is wrapped in <Think> as s1K is.
+        DatasetKind::Multiverse => crate::records::MultiverseRow::from_batch(batch)?
+            .into_iter()
+            .map(|r| {
+                let (instruction, thinking) = if multiverse {
+                    (MULTIVERSE_INSTRUCTION, r.parallel_trace)
+                } else {
+                    (
+                        SEQUENTIAL_INSTRUCTION,
+                        format!("<Think>\n{}\n</Think>", r.sequential_trace),
+                    )
+                };
+                (
+                    r.id,
+                    vec![
+                        Message::new(Role::User, format!("{}{instruction}", r.question)),
+                        Message::new(Role::Assistant, format!("{thinking}\n\nAnswer: {}", r.answer)),
+                    ],
+                )
+            })
+            .collect(),
         DatasetKind::Chat => ChatRow::from_batch(batch)?
             .into_iter()
             .map(|r| (r.id, r.messages))
@@ -99,7 +135,7 @@ fn conversations(ds: &Dataset, batch: &arrow_array::RecordBatch) -> Result<Vec<(
             .collect(),
         other => {
             return Err(DataError::Invalid(format!(
-                "{}: `data tokenize` reads chat or completion datasets, this one is `{other}`",
+                "{}: `data tokenize` reads chat, completion or multiverse datasets, this one is `{other}`",
                 ds.path().display()
             )));
         }
@@ -125,25 +161,55 @@ pub fn tokenize_dataset(
         )));
     }
     opts.template.check(tokenizer)?;
-    if !matches!(input.kind(), DatasetKind::Chat | DatasetKind::Completion) {
-        conversations(input, &arrow_array::RecordBatch::new_empty(input.schema()))?;
+    if opts.multiverse {
+        let missing: Vec<&str> = crate::multiverse::TAGS
+            .into_iter()
+            .filter(|t| tokenizer.token_to_id(t).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DataError::Invalid(format!(
+                "the tokenizer lacks the Multiverse control tags as tokens: {}\n  hint: train one with `firebrand tokenizer train ... --multiverse`, which adds the 12 tags as special tokens",
+                missing.join(" ")
+            )));
+        }
+    }
+    if !matches!(
+        input.kind(),
+        DatasetKind::Chat | DatasetKind::Completion | DatasetKind::Multiverse
+    ) {
+        conversations(input, &arrow_array::RecordBatch::new_empty(input.schema()), false)?;
     }
     let mut writer = DatasetWriter::create(out, DatasetKind::Tokens, opts.mode)?;
     let mut report = TokenizeReport::default();
     for batch in input.scan(None, opts.chunk.max(1))? {
         let batch = batch?;
-        let convos = conversations(input, &batch)?;
+        let convos = conversations(input, &batch, opts.multiverse)?;
         report.rows_in += convos.len();
-        let encoded: Vec<Result<(String, crate::template::Encoded)>> = convos
+        type Item = (String, crate::template::Encoded, Option<Structure>);
+        let encoded: Vec<Result<Item>> = convos
             .into_par_iter()
             .map(|(id, messages)| {
                 let rendered = opts.template.render(&messages, opts.mask);
-                encode(tokenizer, &rendered).map(|e| (id, e))
+                let enc = encode(tokenizer, &rendered)?;
+                let structure = if opts.multiverse {
+                    let segs = crate::multiverse::segment(&rendered.text)
+                        .map_err(|e| DataError::Invalid(format!("row `{id}`: {e}")))?;
+                    let segments: Vec<u32> = enc.starts.iter().map(|&b| segs.at(b)).collect();
+                    let positions = crate::multiverse::positions(&segments, &segs.parents);
+                    Some(Structure {
+                        segments,
+                        parents: segs.parents,
+                        positions,
+                    })
+                } else {
+                    None
+                };
+                Ok((id, enc, structure))
             })
             .collect();
         let mut docs = Vec::with_capacity(encoded.len());
         for item in encoded {
-            let (id, enc) = item?;
+            let (id, enc, structure) = item?;
             if !enc.mask.iter().any(|&m| m) {
                 *report
                     .dropped
@@ -151,17 +217,21 @@ pub fn tokenize_dataset(
                     .or_default() += 1;
                 continue;
             }
-            let (mut ids, mut mask) = (enc.ids, enc.mask);
-            if ids.len() > opts.max_len {
+            let mut doc = Doc {
+                ids: enc.ids.into_iter().map(|i| i as i32).collect(),
+                mask: enc.mask,
+                source_id: id,
+                structure,
+            };
+            if doc.ids.len() > opts.max_len {
                 match opts.overflow {
                     Overflow::Drop => {
                         *report.dropped.entry("longer than max_len").or_default() += 1;
                         continue;
                     }
                     Overflow::Truncate => {
-                        ids.truncate(opts.max_len);
-                        mask.truncate(opts.max_len);
-                        if !mask.iter().any(|&m| m) {
+                        doc.truncate(opts.max_len);
+                        if !doc.mask.iter().any(|&m| m) {
                             *report
                                 .dropped
                                 .entry("no trained token left after truncation")
@@ -172,13 +242,9 @@ pub fn tokenize_dataset(
                     }
                 }
             }
-            report.tokens += ids.len();
-            report.loss_tokens += mask.iter().filter(|&&m| m).count();
-            docs.push(Doc {
-                ids: ids.into_iter().map(|i| i as i32).collect(),
-                mask,
-                source_id: id,
-            });
+            report.tokens += doc.ids.len();
+            report.loss_tokens += doc.mask.iter().filter(|&&m| m).count();
+            docs.push(doc);
         }
         report.docs += docs.len();
         let rows = if opts.pack {

@@ -62,6 +62,8 @@ pub struct TrainOptions {
     pub vocab_size: usize,
     /// Pairs seen fewer times are not merged.
     pub min_frequency: u64,
+    /// Special tokens added after [`SPECIAL_TOKENS`] (e.g. the Multiverse control tags).
+    pub extra_special: Vec<String>,
 }
 
 /// The text columns of a kind that tokenizer training reads (`messages` yields its contents).
@@ -121,15 +123,20 @@ pub fn dataset_texts(datasets: &[Dataset]) -> Result<Vec<String>> {
 /// # Errors
 /// When the vocabulary cannot hold the specials and the byte alphabet, or training fails.
 pub fn train_bpe(texts: &[String], opts: &TrainOptions) -> Result<Tokenizer> {
-    let floor = SPECIAL_TOKENS.len() + 256;
+    let floor = SPECIAL_TOKENS.len() + opts.extra_special.len() + 256;
     if opts.vocab_size < floor {
         return Err(DataError::Invalid(format!(
             "--vocab-size {} is too small: the {} special tokens and 256 byte symbols need {floor}",
             opts.vocab_size,
-            SPECIAL_TOKENS.len()
+            SPECIAL_TOKENS.len() + opts.extra_special.len()
         )));
     }
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| t.to_string())
+        .chain(opts.extra_special.iter().cloned())
+        .map(|t| AddedToken::from(t, true))
+        .collect();
     let mut tokenizer = Tokenizer::new(ModelWrapper::BPE(BPE::default()));
     let byte_level = ByteLevel::default().add_prefix_space(false);
     tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(byte_level)));
@@ -190,6 +197,7 @@ mod tests {
             &TrainOptions {
                 vocab_size: 400,
                 min_frequency: 2,
+                extra_special: Vec::new(),
             },
         )
         .unwrap();
@@ -212,6 +220,7 @@ mod tests {
             &TrainOptions {
                 vocab_size: 100,
                 min_frequency: 1,
+                extra_special: Vec::new(),
             },
         )
         .unwrap_err();

@@ -115,6 +115,7 @@ fn every_kind_round_trips_through_lance() {
                 loss_mask: (0..i).map(|t| t % 2 == 0).collect(),
                 position_ids: (0..i).collect(),
                 segment_ids: vec![0; i as usize],
+                segment_parents: if i % 3 == 0 { vec![vec![], vec![0]] } else { vec![] },
                 source_ids: vec![format!("d{i}")],
             })
             .collect(),

@@ -2,6 +2,7 @@
 
 mod import;
 mod lance_io;
+mod multiverse;
 mod sql;
 mod tokenize;
 

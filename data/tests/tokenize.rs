@@ -32,6 +32,7 @@ fn options(pack: bool, max_len: usize, overflow: Overflow) -> TokenizeOptions {
         overflow,
         chunk: 16,
         mode: WriteMode::Create,
+        multiverse: false,
     }
 }
 
@@ -52,6 +53,7 @@ fn packed_rows_keep_every_mask_bit_and_never_attend_across_documents() {
         &TrainOptions {
             vocab_size: 400,
             min_frequency: 2,
+            extra_special: Vec::new(),
         },
     )
     .unwrap();
@@ -139,6 +141,7 @@ fn truncation_that_removes_every_trained_token_drops_the_document() {
         &TrainOptions {
             vocab_size: 300,
             min_frequency: 1,
+            extra_special: Vec::new(),
         },
     )
     .unwrap();
@@ -162,6 +165,7 @@ fn tokenize_refuses_a_tokens_dataset_and_a_tokenizer_without_the_template() {
         &TrainOptions {
             vocab_size: 300,
             min_frequency: 1,
+            extra_special: Vec::new(),
         },
     )
     .unwrap();
@@ -173,7 +177,10 @@ fn tokenize_refuses_a_tokens_dataset_and_a_tokenizer_without_the_template() {
         |_| {},
     )
     .unwrap_err();
-    assert!(err.to_string().contains("reads chat or completion"), "{err}");
+    assert!(
+        err.to_string().contains("reads chat, completion or multiverse"),
+        "{err}"
+    );
     let bare = firebrand_data::tokenizer::Tokenizer::new(tokenizers::ModelWrapper::BPE(Default::default()));
     let chat = dir.path().join("c.lance");
     let mut w = DatasetWriter::create(&chat, DatasetKind::Chat, WriteMode::Create).unwrap();

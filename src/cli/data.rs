@@ -170,6 +170,11 @@ pub struct TokenizeArgs {
     /// Pack several documents per row (best-fit decreasing; attention stays within each).
     #[arg(long)]
     pack: bool,
+    /// Encode Multiverse attention from the control tags (segments, parents, positions); a
+    /// multiverse dataset is then rendered from its parallel trace (from its sequential trace
+    /// without this flag, the autoregressive baseline).
+    #[arg(long)]
+    multiverse: bool,
     /// Documents longer than --max-len: truncate or drop.
     #[arg(long, value_enum, default_value_t = OverflowChoice::Truncate)]
     overflow: OverflowChoice,
@@ -463,6 +468,7 @@ pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
         },
         chunk: a.chunk,
         mode: a.output.mode(),
+        multiverse: a.multiverse,
     };
     let pb = progress::bar(input.len()? as u64, "tokenizing", false);
     let report = tokenize_dataset(&input, &tok, &a.out, &opts, |done| pb.set_position(done as u64));

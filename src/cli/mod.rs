@@ -9,6 +9,7 @@ mod pending;
 mod plot;
 mod progress;
 mod quickstart;
+mod synth;
 mod tokenizer;
 mod train;
 
@@ -32,8 +33,9 @@ enum Command {
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
-    /// Synthesize datasets: lintseq, vifrag, mig, multiverse, prefs (not landed yet).
-    Synth(pending::Pending),
+    /// Synthesize datasets: multiverse (validate, convert); lintseq, vifrag, mig, prefs land later.
+    #[command(subcommand)]
+    Synth(synth::SynthCommand),
     /// Train a model from a TOML recipe: firebrand train recipes/sft-tiny.toml train.lr=1e-4
     Train(train::TrainArgs),
     /// Generate text from a checkpoint, run or Hugging Face folder: firebrand generate RUN --prompt "Hi"
@@ -67,11 +69,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(cmd) => data::run(cmd),
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Quickstart(args) => quickstart::run(args),
-        Command::Synth(p) => p.report("synth", "the synthesizers land with issues 4 (LintSeq), 5 (MIG), 6 (Multiverse), 7 (VIF-RAG) and 9 (preference pairs)"),
+        Command::Synth(c) => synth::run(c),
         Command::Train(a) => train::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Export(a) => export::run(a),
-        Command::Eval(p) => p.report("eval", "`eval follow` lands with issue 7, `eval attention` with issue 11"),
+        Command::Eval(p) => p.report(
+            "eval",
+            "`eval follow` lands with issue 7, `eval attention` with issue 11",
+        ),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }

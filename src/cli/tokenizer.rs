@@ -30,6 +30,9 @@ pub struct TrainArgs {
     /// Output tokenizer.json (or a folder to write it into).
     #[arg(long)]
     out: PathBuf,
+    /// Also add the 12 Multiverse control tags (<Think>, <Parallel>, <Path>, ...) as special tokens.
+    #[arg(long)]
+    multiverse: bool,
 }
 
 pub fn run(cmd: TokenizerCommand) -> anyhow::Result<ExitCode> {
@@ -50,6 +53,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             &TrainOptions {
                 vocab_size: a.vocab_size,
                 min_frequency: a.min_frequency,
+                extra_special: if a.multiverse {
+                    firebrand_data::multiverse::TAGS.iter().map(|t| t.to_string()).collect()
+                } else {
+                    Vec::new()
+                },
             },
         )?;
         Ok((t.len(), tok))
@@ -61,7 +69,12 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         "trained a byte-level BPE tokenizer of {} tokens (at most {}; {} special) on {n} texts: {}",
         tok.get_vocab_size(true),
         a.vocab_size,
-        SPECIAL_TOKENS.len(),
+        SPECIAL_TOKENS.len()
+            + if a.multiverse {
+                firebrand_data::multiverse::TAGS.len()
+            } else {
+                0
+            },
         file.display()
     );
     Ok(())

@@ -1,4 +1,7 @@
 //! firebrand's synthesizers: LintSeq edit sequences, VIF-RAG instruction data, MIG selection,
 //! Multiverse conversion and preference pairs, each writing a typed Lance dataset through
-//! `firebrand-data`. None has landed yet; `firebrand synth` says so when run. See DESIGN.md.
+//! `firebrand-data` with the shared job runner (`runner.rs`). Landed: Multiverse (`multiverse/`).
 #![warn(missing_docs)]
+
+pub mod multiverse;
+pub mod runner;

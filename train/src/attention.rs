@@ -54,6 +54,14 @@ impl<B: Backend> AttentionMask<B> {
         AttentionMask { allowed }
     }
 
+    /// A mask given in full on the host: `allowed[(b * seq_q + q) * seq_k + k]`.
+    pub fn from_dense(allowed: Vec<bool>, [b, q, k]: [usize; 3], device: &B::Device) -> Self {
+        let allowed = Tensor::<B, 3, Bool>::from_data(burn::tensor::TensorData::new(allowed, [b, q, k]), device);
+        AttentionMask {
+            allowed: allowed.reshape([b, 1, q, k]),
+        }
+    }
+
     /// Sets disallowed scores to -inf.
     ///
     /// # Shapes

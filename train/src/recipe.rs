@@ -89,6 +89,8 @@ pub struct DataSection {
     pub max_len: Option<usize>,
     /// Pack several documents per row for `dataset`/`query` (default true).
     pub pack: Option<bool>,
+    /// Encode Multiverse attention from the control tags for `dataset`/`query` (default false).
+    pub multiverse: Option<bool>,
     /// Rows held out for evaluation (chosen by seed, never trained on).
     #[serde(default)]
     pub eval_rows: usize,
@@ -143,6 +145,7 @@ impl DataSection {
             overflow: Overflow::Truncate,
             chunk: 8192,
             mode: WriteMode::Overwrite,
+            multiverse: self.multiverse.unwrap_or(false),
         })
     }
 
@@ -159,6 +162,7 @@ impl DataSection {
                 ("data.mask", self.mask.is_some()),
                 ("data.max_len", self.max_len.is_some()),
                 ("data.pack", self.pack.is_some()),
+                ("data.multiverse", self.multiverse.is_some()),
             ];
             if let Some((key, _)) = text_only.iter().find(|(_, set)| *set) {
                 return Err(TrainError::Config(format!(

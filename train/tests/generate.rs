@@ -19,6 +19,7 @@ fn setup() -> (Decoder<B>, Tokenizer) {
         &TrainOptions {
             vocab_size: 320,
             min_frequency: 2,
+            extra_special: Vec::new(),
         },
     )
     .unwrap();

@@ -1,8 +1,10 @@
 //! Supervised fine-tuning: micro-batches of `tokens` rows and the masked cross-entropy.
 //!
 //! Position `t` predicts token `t + 1`. A target counts when `loss_mask[t + 1]` is set and tokens
-//! `t` and `t + 1` share a segment, so the last token of one packed document never learns to
-//! predict the first of the next. The loss is summed over counted targets, never averaged: the loop
+//! `t` and `t + 1` belong to one document (one segment, or `t + 1` opens a segment that has parents,
+//! as a Multiverse path or conclusion does), so the last token of one packed document never learns
+//! to predict the first of the next. Multiverse rows (segments with parents) get their attention
+//! mask built on the host from the segment graph; plain rows get it from segment ids on the device. The loss is summed over counted targets, never averaged: the loop
 //! divides by the count of the whole accumulation window. Rows are right-padded to the longest row
 //! of the micro-batch; padding forms its own segment (id -1) and is never a target.
 
@@ -11,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use firebrand_data::TokensRow;
 
+use crate::attention::AttentionMask;
 use crate::error::TrainError;
 use crate::model::Decoder;
 
@@ -21,8 +24,8 @@ pub struct SftBatch<B: Backend> {
     pub input_ids: Tensor<B, 2, Int>,
     /// `[batch, seq]` positions within segments.
     pub position_ids: Tensor<B, 2, Int>,
-    /// `[batch, seq]` segment ids (-1 for padding).
-    pub segment_ids: Tensor<B, 2, Int>,
+    /// Which keys each query sees.
+    pub mask: AttentionMask<B>,
     /// `[batch, seq]` the token each position predicts (0 where not counted).
     pub targets: Tensor<B, 2, Int>,
     /// `[batch, seq]` 1.0 where the target counts.
@@ -71,7 +74,11 @@ pub fn collate<B: Backend>(rows: &[TokensRow], device: &B::Device) -> Result<Sft
             ids[k] = row.input_ids[i] as i64;
             pos[k] = row.position_ids[i] as i64;
             seg[k] = row.segment_ids[i] as i64;
-            if i + 1 < len && row.loss_mask[i + 1] && row.segment_ids[i + 1] == row.segment_ids[i] {
+            let same_document = |i: usize| {
+                let next = row.segment_ids[i + 1];
+                next == row.segment_ids[i] || !row.parents_of(next.max(0) as usize).is_empty()
+            };
+            if i + 1 < len && row.loss_mask[i + 1] && same_document(i) {
                 tgt[k] = row.input_ids[i + 1] as i64;
                 w[k] = 1.0;
                 count += 1;
@@ -85,10 +92,25 @@ pub fn collate<B: Backend>(rows: &[TokensRow], device: &B::Device) -> Result<Sft
     }
     let shape = [rows.len(), t];
     let int = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, shape), device);
+    let mask = if rows.iter().any(TokensRow::has_parents) {
+        // Padding sees itself only, so its attention row is never empty.
+        let mut allowed = vec![false; rows.len() * t * t];
+        for (b, row) in rows.iter().enumerate() {
+            let dense = firebrand_data::multiverse::dense_mask(&row.segment_ids, &row.segment_parents);
+            for q in 0..t {
+                for k in 0..=q {
+                    allowed[(b * t + q) * t + k] = if q < dense.len() { dense[q][k] } else { k == q };
+                }
+            }
+        }
+        AttentionMask::from_dense(allowed, [rows.len(), t, t], device)
+    } else {
+        AttentionMask::segments(int(seg))
+    };
     Ok(SftBatch {
         input_ids: int(ids),
         position_ids: int(pos),
-        segment_ids: int(seg),
+        mask,
         targets: int(tgt),
         weights: Tensor::from_data(TensorData::new(w, shape), device),
         count,
@@ -101,11 +123,8 @@ pub fn collate<B: Backend>(rows: &[TokensRow], device: &B::Device) -> Result<Sft
 /// # Shapes
 /// Returns a one-element tensor.
 pub fn loss<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 1> {
-    let logits = model.forward(
-        batch.input_ids.clone(),
-        batch.position_ids.clone(),
-        batch.segment_ids.clone(),
-    );
+    let hidden = model.hidden(batch.input_ids.clone(), batch.position_ids.clone(), &batch.mask);
+    let logits = model.logits(hidden);
     let [b, t, _] = logits.dims();
     let logp = log_softmax(logits, 2)
         .gather(2, batch.targets.clone().reshape([b, t, 1]))
@@ -124,6 +143,7 @@ mod tests {
             loss_mask: mask.to_vec(),
             position_ids: (0..ids.len() as i32).collect(),
             segment_ids: seg.to_vec(),
+            segment_parents: vec![],
             source_ids: vec![],
         }
     }
@@ -145,8 +165,36 @@ mod tests {
         assert_eq!(&tgt[..2], &[6, 7]);
         assert_eq!(tgt[5], 2);
         assert_eq!((b.count, b.tokens), (3, 7));
-        let seg: Vec<i64> = b.segment_ids.into_data().to_vec().unwrap();
-        assert_eq!(&seg[5..], &[0, 0, -1, -1, -1], "padding is its own segment");
+        let m = b.mask.to_vec();
+        assert_eq!(
+            m[1][4],
+            vec![false, false, true, true, true],
+            "padding is a segment of its own"
+        );
+        assert_eq!(m[0][3], vec![false, false, false, true, false], "documents stay apart");
+    }
+
+    #[test]
+    fn a_multiverse_row_predicts_across_its_segments_and_attends_by_the_graph() {
+        // prefix (seg 0), path 1 (seg 1), path 2 (seg 2), conclusion (seg 3), then a plain document.
+        let mut r = row(&[1, 2, 3, 4, 5, 6, 7], &[true; 7], &[0, 1, 1, 2, 3, 4, 4]);
+        r.segment_parents = vec![vec![], vec![0], vec![0], vec![0, 1, 2], vec![]];
+        let b = collate::<TestBackend>(&[r], &Default::default()).unwrap();
+        let w: Vec<f32> = b.weights.into_data().to_vec().unwrap();
+        // Every next token of the first document is a target; the plain document's first is not.
+        assert_eq!(w, vec![1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0]);
+        let m = b.mask.to_vec();
+        assert_eq!(
+            m[0][3],
+            vec![true, false, false, true, false, false, false],
+            "path 2 is blind to path 1"
+        );
+        assert_eq!(
+            m[0][4],
+            vec![true, true, true, true, true, false, false],
+            "the conclusion sees all"
+        );
+        assert_eq!(m[0][5], vec![false, false, false, false, false, true, false]);
     }
 
     #[test]

@@ -1,0 +1,129 @@
+//! The one job runner every synthesizer uses: streaming input in chunks, rayon over each chunk,
+//! a commit after each chunk (so a killed job loses at most one chunk), `--resume` that skips
+//! inputs whose ids are already in the output, and a report of dropped inputs by reason.
+//!
+//! Output order follows input order within a chunk (rayon's indexed collect), so a job's output is
+//! the same however many threads ran it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use firebrand_data::records::Record;
+use firebrand_data::{Dataset, DatasetWriter, WriteMode};
+use rayon::prelude::*;
+
+/// What one input became.
+#[derive(Debug)]
+pub enum Outcome<R> {
+    /// A row to write.
+    Keep(R),
+    /// Left out, with the reason counted in the report.
+    Drop(String),
+}
+
+/// What a job did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobReport {
+    /// Inputs read.
+    pub read: usize,
+    /// Rows written by this run.
+    pub written: usize,
+    /// Inputs skipped because `--resume` found them in the output.
+    pub already_done: usize,
+    /// Inputs left out, by reason.
+    pub dropped: BTreeMap<String, usize>,
+}
+
+impl JobReport {
+    /// The drop counts as `reason: n` lines, most frequent first.
+    pub fn drop_lines(&self) -> Vec<String> {
+        let mut v: Vec<(&String, &usize)> = self.dropped.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(r, n)| format!("{n:>8}  {r}")).collect()
+    }
+}
+
+/// Options of a job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobOptions {
+    /// Inputs per chunk (one rayon pass and one commit each).
+    pub chunk: usize,
+    /// Append to an existing output, skipping inputs whose ids it holds; otherwise the output must
+    /// not exist unless `overwrite`.
+    pub resume: bool,
+    /// Replace an existing output.
+    pub overwrite: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            chunk: 1024,
+            resume: false,
+            overwrite: false,
+        }
+    }
+}
+
+/// Runs `work` over `inputs` (each with its id) and writes the kept rows to `out`.
+/// `row_id` gives a written row's input id (for `--resume`); `progress` sees the report after
+/// every chunk.
+///
+/// # Errors
+/// When the output cannot be opened or written, or an input fails to read. Chunks committed
+/// before the failure stay in the output (resume with `resume`).
+pub fn run_job<I, R, W>(
+    inputs: impl Iterator<Item = firebrand_data::Result<(String, I)>>,
+    out: &Path,
+    opts: JobOptions,
+    row_id: fn(&R) -> &str,
+    work: W,
+    mut progress: impl FnMut(&JobReport),
+) -> firebrand_data::Result<JobReport>
+where
+    I: Send,
+    R: Record + Send,
+    W: Fn(&str, I) -> Outcome<R> + Sync,
+{
+    let mut done: HashSet<String> = HashSet::new();
+    if opts.resume && out.exists() {
+        let existing = Dataset::open_kind(out, R::KIND)?;
+        for row in existing.rows::<R>(4096)? {
+            done.insert(row_id(&row?).to_string());
+        }
+    }
+    let mode = match (opts.resume, opts.overwrite) {
+        (true, _) => WriteMode::Append,
+        (false, true) => WriteMode::Overwrite,
+        (false, false) => WriteMode::Create,
+    };
+    let mut writer = DatasetWriter::create(out, R::KIND, mode)?;
+    let mut report = JobReport::default();
+    let mut inputs = inputs.peekable();
+    while inputs.peek().is_some() {
+        let mut chunk = Vec::with_capacity(opts.chunk);
+        for item in inputs.by_ref().take(opts.chunk.max(1)) {
+            let (id, input) = item?;
+            report.read += 1;
+            if done.contains(&id) {
+                report.already_done += 1;
+                continue;
+            }
+            chunk.push((id, input));
+        }
+        let outcomes: Vec<Outcome<R>> = chunk.into_par_iter().map(|(id, input)| work(&id, input)).collect();
+        let mut rows = Vec::new();
+        for o in outcomes {
+            match o {
+                Outcome::Keep(r) => rows.push(r),
+                Outcome::Drop(reason) => *report.dropped.entry(reason).or_default() += 1,
+            }
+        }
+        report.written += rows.len();
+        writer.write(&rows)?;
+        writer.flush()?;
+        progress(&report);
+    }
+    writer.commit()?;
+    Ok(report)
+}
