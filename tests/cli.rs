@@ -300,4 +300,33 @@ fn multiverse_sample_converts_validates_and_tokenizes_into_the_reference_mask() 
     let o = firebrand(d, &["train", "mv.toml"]);
     let (out, err) = text(&o);
     assert!(o.status.success() && out.contains("trained 2 steps"), "{out}\n{err}");
+
+    // The LLM path runs the prompts through that model; an untrained model writes no valid trace,
+    // and every input is reported with its last reason after the given tries.
+    let o = firebrand(
+        d,
+        &[
+            "synth",
+            "multiverse",
+            "convert",
+            "--sample",
+            "--model",
+            "runs/mv",
+            "--tries",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            "llm.lance",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("converted 0 of 6 traces"), "{out}");
+    let reported: usize = out
+        .lines()
+        .filter(|l| l.ends_with("(after 2 tries)"))
+        .map(|l| l.split_whitespace().next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(reported, 6, "{out}");
 }

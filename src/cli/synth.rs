@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use burn::backend::{Cuda, NdArray};
 use clap::{Args, Subcommand};
 use firebrand_data::DataError;
+use firebrand_synth::multiverse::llm::{Generator, convert_with};
 use firebrand_synth::multiverse::{self, ConvertOptions, SequentialTrace, format};
-use firebrand_synth::runner::{JobOptions, run_job};
+use firebrand_synth::runner::{JobOptions, run_job, run_job_batched};
+use firebrand_train::device::DeviceSpec;
 
 use super::progress;
 
@@ -31,7 +34,8 @@ pub enum MultiverseCommand {
     /// Check tagged traces against the grammar: one trace per file, or JSONL with `parallel_trace`.
     Validate(ValidateArgs),
     /// Convert sequential traces (JSONL: question, trace, answer; s1K-1.1 field names accepted)
-    /// into a `multiverse` dataset with the offline converter, checking grammar and content.
+    /// into a `multiverse` dataset, checking grammar and content: with the offline converter
+    /// (explicit cases), or with --model (the plan and rewrite prompts through a local model).
     Convert(ConvertArgs),
 }
 
@@ -61,6 +65,87 @@ pub struct ConvertArgs {
     /// Append to an existing output, skipping ids it already holds.
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Convert with this model (checkpoint, run or Hugging Face folder) through the sampler,
+    /// instead of the offline converter.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// With --model: rewrites tried per trace before it is reported as failed.
+    #[arg(long, default_value_t = 3)]
+    tries: usize,
+    /// With --model: most new tokens per answer.
+    #[arg(long, default_value_t = 4096)]
+    max_new_tokens: usize,
+    /// With --model: sampling temperature (retries differ only when it is above 0).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// With --model: cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// A local model as a [`Generator`]: conversations rendered through its chat template, answered
+/// in one batch by the sampler.
+struct LocalGenerator<B: burn::tensor::backend::Backend> {
+    model: std::sync::Mutex<firebrand_train::Decoder<B>>,
+    tokenizer: firebrand_data::tokenizer::Tokenizer,
+    template: firebrand_data::template::Template,
+    params: firebrand_train::generate::SamplingParams,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl<B: burn::tensor::backend::Backend> Generator for LocalGenerator<B> {
+    fn generate(&self, conversations: &[Vec<firebrand_data::records::Message>]) -> Result<Vec<String>, String> {
+        let prompts: Vec<String> = conversations
+            .iter()
+            .map(|c| self.template.generation_prompt(c))
+            .collect();
+        // A new seed per call, so a retried rewrite is a new sample.
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let params = firebrand_train::generate::SamplingParams {
+            seed: self.params.seed.wrapping_add(call),
+            ..self.params.clone()
+        };
+        let model = self
+            .model
+            .lock()
+            .map_err(|_| "the model lock is poisoned".to_string())?;
+        firebrand_train::generate::generate_text(&model, &self.tokenizer, &prompts, &params)
+            .map(|cs| cs.into_iter().map(|c| c.text).collect())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn local_generator<B: burn::tensor::backend::Backend>(
+    a: &ConvertArgs,
+    path: &Path,
+    device: &B::Device,
+) -> anyhow::Result<LocalGenerator<B>> {
+    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(path, device)?;
+    let Some(tok_path) = &trained.tokenizer else {
+        bail!("{}: no tokenizer is known for this model", path.display());
+    };
+    let tokenizer = firebrand_data::tokenizer::load(tok_path)?;
+    let template = match &trained.recipe {
+        Some(r) => r.data.template()?,
+        None => firebrand_data::template::Template::ChatMl,
+    };
+    let stop_token_ids = [template.end_of_turn(), "<|endoftext|>"]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect();
+    Ok(LocalGenerator {
+        model: std::sync::Mutex::new(trained.model),
+        tokenizer,
+        template,
+        params: firebrand_train::generate::SamplingParams {
+            max_new_tokens: a.max_new_tokens,
+            temperature: a.temperature,
+            top_p: 0.95,
+            stop_token_ids,
+            ..Default::default()
+        },
+        calls: std::sync::atomic::AtomicU64::new(0),
+    })
 }
 
 pub fn run(cmd: SynthCommand) -> anyhow::Result<ExitCode> {
@@ -162,19 +247,44 @@ fn convert(a: &ConvertArgs) -> anyhow::Result<ExitCode> {
     let opts = ConvertOptions {
         max_distance: a.max_distance,
     };
+    let job = JobOptions {
+        chunk: if a.model.is_some() { 32 } else { 256 },
+        resume: a.resume,
+        overwrite: a.overwrite,
+    };
     let pb = progress::bar(total as u64, "converting", false);
-    let report = run_job(
-        inputs,
-        &a.out,
-        JobOptions {
-            chunk: 256,
-            resume: a.resume,
-            overwrite: a.overwrite,
-        },
-        |r: &firebrand_data::MultiverseRow| r.id.as_str(),
-        |id, t: SequentialTrace| multiverse::convert_explicit(id, &t, &opts),
-        |r| pb.set_position(r.read as u64),
-    );
+    let report = match &a.model {
+        None => run_job(
+            inputs,
+            &a.out,
+            job,
+            multiverse_row_id,
+            |id, t: SequentialTrace| multiverse::convert_explicit(id, &t, &opts),
+            |r| pb.set_position(r.read as u64),
+        ),
+        Some(path) => {
+            let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
+            let generator: Box<dyn Generator> = match device {
+                DeviceSpec::Cpu => Box::new(local_generator::<NdArray<f32>>(a, path, &Default::default())?),
+                DeviceSpec::Cuda(i) => {
+                    firebrand_train::device::configure_kernel_cache();
+                    Box::new(local_generator::<Cuda<f32>>(
+                        a,
+                        path,
+                        &burn::backend::cuda::CudaDevice::new(i),
+                    )?)
+                }
+            };
+            run_job_batched(
+                inputs,
+                &a.out,
+                job,
+                multiverse_row_id,
+                |chunk| convert_with(generator.as_ref(), &chunk, &opts, a.tries),
+                |r| pb.set_position(r.read as u64),
+            )
+        }
+    };
     pb.finish_and_clear();
     let report = report?;
     println!(
@@ -195,4 +305,8 @@ fn convert(a: &ConvertArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn multiverse_row_id(r: &firebrand_data::MultiverseRow) -> &str {
+    &r.id
 }

@@ -65,9 +65,9 @@ impl Default for JobOptions {
     }
 }
 
-/// Runs `work` over `inputs` (each with its id) and writes the kept rows to `out`.
-/// `row_id` gives a written row's input id (for `--resume`); `progress` sees the report after
-/// every chunk.
+/// Runs `work` over `inputs` (each with its id), in parallel within each chunk, and writes the
+/// kept rows to `out`. `row_id` gives a written row's input id (for `--resume`); `progress` sees
+/// the report after every chunk.
 ///
 /// # Errors
 /// When the output cannot be opened or written, or an input fails to read. Chunks committed
@@ -78,12 +78,39 @@ pub fn run_job<I, R, W>(
     opts: JobOptions,
     row_id: fn(&R) -> &str,
     work: W,
-    mut progress: impl FnMut(&JobReport),
+    progress: impl FnMut(&JobReport),
 ) -> firebrand_data::Result<JobReport>
 where
     I: Send,
     R: Record + Send,
     W: Fn(&str, I) -> Outcome<R> + Sync,
+{
+    run_job_batched(
+        inputs,
+        out,
+        opts,
+        row_id,
+        |chunk: Vec<(String, I)>| chunk.into_par_iter().map(|(id, input)| work(&id, input)).collect(),
+        progress,
+    )
+}
+
+/// As [`run_job`], but `work` takes a whole chunk at once (for batched generation with a model);
+/// it returns one outcome per input, in order.
+///
+/// # Errors
+/// As [`run_job`], and when `work` returns a different number of outcomes than inputs.
+pub fn run_job_batched<I, R, W>(
+    inputs: impl Iterator<Item = firebrand_data::Result<(String, I)>>,
+    out: &Path,
+    opts: JobOptions,
+    row_id: fn(&R) -> &str,
+    work: W,
+    mut progress: impl FnMut(&JobReport),
+) -> firebrand_data::Result<JobReport>
+where
+    R: Record,
+    W: Fn(Vec<(String, I)>) -> Vec<Outcome<R>>,
 {
     let mut done: HashSet<String> = HashSet::new();
     if opts.resume && out.exists() {
@@ -111,7 +138,14 @@ where
             }
             chunk.push((id, input));
         }
-        let outcomes: Vec<Outcome<R>> = chunk.into_par_iter().map(|(id, input)| work(&id, input)).collect();
+        let n = chunk.len();
+        let outcomes = work(chunk);
+        if outcomes.len() != n {
+            return Err(firebrand_data::DataError::Invalid(format!(
+                "a synthesizer returned {} outcomes for {n} inputs",
+                outcomes.len()
+            )));
+        }
         let mut rows = Vec::new();
         for o in outcomes {
             match o {

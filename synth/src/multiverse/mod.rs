@@ -12,6 +12,7 @@
 pub mod check;
 pub mod explicit;
 pub mod format;
+pub mod llm;
 
 use serde::Deserialize;
 
@@ -54,6 +55,8 @@ impl Default for ConvertOptions {
 pub mod reasons {
     /// The offline converter found no run of explicit cases.
     pub const NO_STRUCTURE: &str = "no explicit parallel structure (no run of `Case 1:`, `Case 2:` paragraphs)";
+    /// The converted trace has no `<Parallel>` block.
+    pub const NO_BLOCK: &str = "the converted trace has no <Parallel> block";
     /// The converted trace broke the grammar.
     pub const GRAMMAR: &str = "grammar check failed";
     /// The de-tagged trace drifted from the original.
@@ -81,6 +84,9 @@ pub fn finish(
         Ok(t) => t,
         Err(e) => return Outcome::Drop(format!("{}: {}", reasons::GRAMMAR, e.rule)),
     };
+    if trace.blocks() == 0 {
+        return Outcome::Drop(reasons::NO_BLOCK.into());
+    }
     let distance = check::content_distance(&trace, &input.trace);
     if distance > opts.max_distance {
         return Outcome::Drop(reasons::CONTENT.into());
