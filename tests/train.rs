@@ -223,8 +223,17 @@ fn recipe_mistakes_are_named_before_any_work() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(
-        out.contains("109529856 parameters") && out.contains("device: cuda"),
+        out.contains("109529856 parameters") && out.contains("device: cuda, f32"),
         "{out}"
+    );
+    let o = run(d, &args("x", "10", &["train.dtype=bf16", "--dry-run"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o)
+            .1
+            .contains("train.dtype = \"bf16\" needs train.device = \"cuda\""),
+        "{:?}",
+        text(&o)
     );
 }
 

@@ -184,7 +184,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             if let Some(dir) = firebrand_train::device::configure_kernel_cache() {
                 pb.println(format!("kernel cache: {}", dir.display()));
             }
-            train::<Autodiff<Cuda<f32>>>(&plan, &burn::backend::cuda::CudaDevice::new(i), peak, on_event)
+            let device = burn::backend::cuda::CudaDevice::new(i);
+            if plan.recipe.train.dtype == "bf16" {
+                train::<Autodiff<Cuda<half::bf16>>>(&plan, &device, peak, on_event)
+            } else {
+                train::<Autodiff<Cuda<f32>>>(&plan, &device, peak, on_event)
+            }
         }
     };
     pb.finish_and_clear();
@@ -271,6 +276,6 @@ fn dry_run(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Resul
         (t.max_steps * rows_per_step) as f64 / train_rows.max(1) as f64,
         flops_per_token(&plan.config, mean_len as usize) * mean_len * (t.max_steps * rows_per_step) as f64
     );
-    println!("device: {}", plan.recipe.train.device);
+    println!("device: {}, {}", plan.recipe.train.device, plan.recipe.train.dtype);
     Ok(ExitCode::SUCCESS)
 }

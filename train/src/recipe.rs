@@ -207,6 +207,9 @@ fn default_keep() -> usize {
 fn default_device() -> String {
     "cpu".into()
 }
+fn default_dtype() -> String {
+    "f32".into()
+}
 
 /// `[train]`: the shared loop's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,6 +263,11 @@ pub struct TrainSection {
     /// `cpu` or `cuda[:N]`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Float type of the whole run: `f32` (default), or `bf16` on CUDA. burn 0.21 has no mixed
+    /// precision, so `bf16` keeps weights, gradients and AdamW moments in bf16 too (an update
+    /// smaller than ~0.4% of a weight rounds away); checkpoints are written in f32 either way.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
     /// Peak dense TFLOP/s of the device for MFU (default: a table by device; none on CPU).
     pub peak_tflops: Option<f64>,
 }
@@ -357,6 +365,7 @@ const TEXT_KEYS: &[&str] = &[
     "data.mask",
     "train.schedule",
     "train.device",
+    "train.dtype",
     "method.kind",
     "output.dir",
     "output.run",
@@ -509,6 +518,16 @@ impl Recipe {
         }
         if t.keep_last == 0 {
             return bad("train.keep_last must be at least 1");
+        }
+        match t.dtype.as_str() {
+            "f32" => {}
+            "bf16" if t.device.starts_with("cuda") || t.device == "gpu" => {}
+            "bf16" => return bad("train.dtype = \"bf16\" needs train.device = \"cuda\" (burn's CPU backend runs f32)"),
+            other => {
+                return Err(TrainError::Config(format!(
+                    "train.dtype: unknown float type `{other}` (f32, bf16)"
+                )));
+            }
         }
         self.data.check()
     }
