@@ -157,6 +157,7 @@ pub fn segment(text: &str) -> Result<Segments> {
     struct Block {
         prefix: u32,
         path_ends: Vec<u32>,
+        in_path: bool,
         concluded: bool,
     }
     let bad = |at: usize, what: &str| Err(DataError::Invalid(format!("multiverse trace, byte {at}: {what}")));
@@ -166,7 +167,6 @@ pub fn segment(text: &str) -> Result<Segments> {
     };
     let mut current = 0u32;
     let mut blocks: Vec<Block> = Vec::new();
-    let mut in_path = false;
     let new_segment = |seg: &mut Segments, at: usize, parents: Vec<u32>| -> u32 {
         seg.starts.push(at);
         seg.parents.push(parents);
@@ -175,35 +175,47 @@ pub fn segment(text: &str) -> Result<Segments> {
     for tag in lex(text) {
         let at = tag.span.start;
         match (tag.name, tag.close) {
-            (TagName::Parallel, false) => blocks.push(Block {
-                prefix: current,
-                path_ends: Vec::new(),
-                concluded: false,
-            }),
+            (TagName::Parallel, false) => {
+                if blocks.last().is_some_and(|b| !b.in_path) {
+                    return bad(at, "<Parallel> directly inside a <Parallel> block (outside its paths)");
+                }
+                blocks.push(Block {
+                    prefix: current,
+                    path_ends: Vec::new(),
+                    in_path: false,
+                    concluded: false,
+                });
+            }
             (TagName::Path, false) => {
-                let Some(b) = blocks.last() else {
+                let Some(b) = blocks.last_mut() else {
                     return bad(at, "<Path> outside a <Parallel> block");
                 };
                 if b.concluded {
                     return bad(at, "<Path> after the block's <Conclusion>");
                 }
+                if b.in_path {
+                    return bad(at, "<Path> inside an unclosed <Path>");
+                }
+                b.in_path = true;
                 current = new_segment(&mut seg, at, vec![b.prefix]);
-                in_path = true;
             }
             (TagName::Path, true) => {
                 let Some(b) = blocks.last_mut() else {
                     return bad(at, "</Path> outside a <Parallel> block");
                 };
-                if !in_path {
+                if !b.in_path {
                     return bad(at, "</Path> without its <Path>");
                 }
                 b.path_ends.push(current);
-                in_path = false;
+                b.in_path = false;
             }
             (TagName::Conclusion, false) => {
                 let Some(b) = blocks.last_mut() else {
                     return bad(at, "<Conclusion> outside a <Parallel> block");
                 };
+                if b.in_path {
+                    return bad(at, "<Conclusion> inside an unclosed <Path>");
+                }
                 if b.path_ends.is_empty() {
                     return bad(at, "<Conclusion> of a block without paths");
                 }
@@ -218,8 +230,7 @@ pub fn segment(text: &str) -> Result<Segments> {
                 if !b.concluded {
                     return bad(at, "</Parallel> before the block's <Conclusion>");
                 }
-                // Back inside the enclosing path (if any): the conclusion segment continues it.
-                in_path = !blocks.is_empty();
+                // The conclusion segment continues the enclosing path (or the trunk).
             }
             _ => {}
         }
@@ -449,6 +460,12 @@ mod tests {
                 "a <Parallel> block is not closed",
             ),
             ("x</Parallel>", "byte 1: </Parallel> without its <Parallel>"),
+            (
+                "<Parallel><Path>a</Path><Path>b<Conclusion>c</Conclusion></Parallel>",
+                "<Conclusion> inside an unclosed <Path>",
+            ),
+            ("<Parallel><Path>a<Path>b</Path>", "<Path> inside an unclosed <Path>"),
+            ("<Parallel><Parallel>", "<Parallel> directly inside a <Parallel> block"),
         ] {
             let err = segment(text).unwrap_err().to_string();
             assert!(err.contains(what), "{text}: {err}");

@@ -46,6 +46,9 @@ impl Doc {
         if let Some(s) = &mut self.structure {
             s.segments.truncate(n);
             s.positions.truncate(n);
+            // Segments are numbered by first appearance, so the ones cut away are the last.
+            let kept = s.segments.iter().map(|&x| x as usize + 1).max().unwrap_or(0);
+            s.parents.truncate(kept);
         }
     }
 }

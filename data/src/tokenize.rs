@@ -185,24 +185,26 @@ pub fn tokenize_dataset(
         let batch = batch?;
         let convos = conversations(input, &batch, opts.multiverse)?;
         report.rows_in += convos.len();
-        type Item = (String, crate::template::Encoded, Option<Structure>);
+        // `None` structure: the Multiverse tags of the row do not nest.
+        type Item = (String, crate::template::Encoded, Option<Option<Structure>>);
         let encoded: Vec<Result<Item>> = convos
             .into_par_iter()
             .map(|(id, messages)| {
                 let rendered = opts.template.render(&messages, opts.mask);
                 let enc = encode(tokenizer, &rendered)?;
+                // A row whose tags do not nest is dropped and counted, not fatal.
                 let structure = if opts.multiverse {
-                    let segs = crate::multiverse::segment(&rendered.text)
-                        .map_err(|e| DataError::Invalid(format!("row `{id}`: {e}")))?;
-                    let segments: Vec<u32> = enc.starts.iter().map(|&b| segs.at(b)).collect();
-                    let positions = crate::multiverse::positions(&segments, &segs.parents);
-                    Some(Structure {
-                        segments,
-                        parents: segs.parents,
-                        positions,
+                    crate::multiverse::segment(&rendered.text).ok().map(|segs| {
+                        let segments: Vec<u32> = enc.starts.iter().map(|&b| segs.at(b)).collect();
+                        let positions = crate::multiverse::positions(&segments, &segs.parents);
+                        Some(Structure {
+                            segments,
+                            parents: segs.parents,
+                            positions,
+                        })
                     })
                 } else {
-                    None
+                    Some(None)
                 };
                 Ok((id, enc, structure))
             })
@@ -210,6 +212,13 @@ pub fn tokenize_dataset(
         let mut docs = Vec::with_capacity(encoded.len());
         for item in encoded {
             let (id, enc, structure) = item?;
+            let Some(structure) = structure else {
+                *report
+                    .dropped
+                    .entry("Multiverse tags that do not nest (check with `firebrand synth multiverse validate`)")
+                    .or_default() += 1;
+                continue;
+            };
             if !enc.mask.iter().any(|&m| m) {
                 *report
                     .dropped

@@ -3,13 +3,13 @@
 //!
 //! Prompts are rendered as a user turn through the model's chat template and end with the
 //! assistant header, so a chat model answers as it was trained to; `--template raw` sends the text
-//! as it is. The template is the recipe's `data.template` for checkpoints; for a Hugging Face
+//! as it is. The template is `Trained::template`: the recipe's `data.template` for checkpoints; for a Hugging Face
 //! folder it is the built-in template whose Jinja equals `tokenizer_config.json`'s
 //! `chat_template` (what `firebrand export` writes), else guessed from the tokenizer's special
 //! tokens.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use firebrand_data::records::{Message, Role};
 use firebrand_data::template::Template;
-use firebrand_data::tokenizer::{self, Tokenizer};
+use firebrand_data::tokenizer;
 use firebrand_train::device::DeviceSpec;
 use firebrand_train::generate::{Completion, Finish, SamplingParams, generate};
 use firebrand_train::trainer::checkpoint::{Trained, load_trained};
@@ -109,7 +109,7 @@ fn run_on<B: Backend>(a: &GenerateArgs, device: &B::Device) -> anyhow::Result<Ex
                 .map_err(anyhow::Error::msg)
                 .context("--template")?,
         ),
-        None => Some(model_template(&trained, &tok)?),
+        None => Some(trained.template(&tok)?),
     };
     if let Some(t) = template {
         t.check(&tok)?;
@@ -128,15 +128,7 @@ fn run_on<B: Backend>(a: &GenerateArgs, device: &B::Device) -> anyhow::Result<Ex
             }
         })
         .collect();
-    let mut stop_token_ids: Vec<u32> = template
-        .map(|t| t.end_of_turn())
-        .into_iter()
-        .chain(["<|endoftext|>", "<|end_of_text|>"])
-        .filter_map(|t| tok.token_to_id(t))
-        .collect();
-    if let Some(eos) = trained.config.eos_token_id.filter(|e| !stop_token_ids.contains(e)) {
-        stop_token_ids.push(eos);
-    }
+    let stop_token_ids = trained.stop_token_ids(template, &tok);
     let params = SamplingParams {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
@@ -202,27 +194,4 @@ fn print_completion(
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
-}
-
-/// The template a model was trained with (see the module docs).
-fn model_template<B: Backend>(trained: &Trained<B>, tok: &Tokenizer) -> anyhow::Result<Template> {
-    if let Some(recipe) = &trained.recipe {
-        return Ok(recipe.data.template()?);
-    }
-    if let Some(t) = chat_template(&trained.dir).and_then(|j| Template::ALL.into_iter().find(|t| t.jinja() == j)) {
-        return Ok(t);
-    }
-    Ok(if tok.token_to_id("<|im_start|>").is_some() {
-        Template::ChatMl
-    } else if tok.token_to_id("<|start_header_id|>").is_some() {
-        Template::Llama3
-    } else {
-        Template::Plain
-    })
-}
-
-fn chat_template(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("chat_template")?.as_str().map(str::to_string)
 }

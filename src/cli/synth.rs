@@ -125,14 +125,9 @@ fn local_generator<B: burn::tensor::backend::Backend>(
         bail!("{}: no tokenizer is known for this model", path.display());
     };
     let tokenizer = firebrand_data::tokenizer::load(tok_path)?;
-    let template = match &trained.recipe {
-        Some(r) => r.data.template()?,
-        None => firebrand_data::template::Template::ChatMl,
-    };
-    let stop_token_ids = [template.end_of_turn(), "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| tokenizer.token_to_id(t))
-        .collect();
+    let template = trained.template(&tokenizer)?;
+    template.check(&tokenizer)?;
+    let stop_token_ids = trained.stop_token_ids(Some(template), &tokenizer);
     Ok(LocalGenerator {
         model: std::sync::Mutex::new(trained.model),
         tokenizer,

@@ -148,7 +148,7 @@ pub fn generate<B: Backend>(
             text_end: None,
         })
         .collect();
-    for _ in 0..params.max_new_tokens {
+    for step_index in 0..params.max_new_tokens {
         let mut new_ids = Vec::with_capacity(b);
         for (i, row) in rows.iter_mut().enumerate() {
             if row.finish.is_some() {
@@ -169,7 +169,8 @@ pub fn generate<B: Backend>(
                 }
             }
         }
-        if rows.iter().all(|r| r.finish.is_some()) {
+        // No forward after the last token: nothing would read its logits.
+        if rows.iter().all(|r| r.finish.is_some()) || step_index + 1 == params.max_new_tokens {
             break;
         }
         let mut step_valid = Vec::with_capacity(valid_so_far.len() + b);
@@ -334,35 +335,43 @@ fn argmax(v: &[f32]) -> usize {
     best
 }
 
-/// The indices kept by top-k then top-p, most likely first.
+/// The indices kept by top-k then top-p, most likely first. As transformers and vLLM do it, top-p
+/// applies to the distribution left by top-k, renormalised: the kept prefix is the shortest whose
+/// mass reaches `top_p` × (mass of the top k).
 ///
 /// Sorting a whole vocabulary per row per step is the sampler's host-side cost, so candidates are
-/// first cut to those with probability ≥ 1e-4 (at most 10,000 of them); when their sorted prefix
-/// already reaches the mass (and k), that prefix is exactly the one a full sort gives, because
+/// first cut to those with probability ≥ 1e-4; when their sorted prefix already decides the answer
+/// (k candidates exist, or the mass is reached), it is exactly the one a full sort gives, because
 /// every token left out ranks below every candidate. Otherwise the full sort runs.
 fn nucleus(probs: &[f32], top_k: usize, top_p: f32) -> Vec<usize> {
-    let sorted_prefix = |mut idx: Vec<usize>| -> (Vec<usize>, bool) {
-        idx.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let mut cum = 0.0f32;
-        let limit = if top_k > 0 { top_k } else { usize::MAX };
-        for (n, &i) in idx.iter().enumerate() {
-            cum += probs[i];
-            if n + 1 >= limit || cum >= top_p {
-                idx.truncate(n + 1);
-                return (idx, true);
-            }
-        }
-        (idx, false)
-    };
     if top_k == 0 && top_p >= 1.0 {
         return (0..probs.len()).collect();
     }
+    let decide = |mut idx: Vec<usize>, complete: bool| -> Option<Vec<usize>> {
+        idx.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let k = if top_k > 0 { top_k.min(probs.len()) } else { probs.len() };
+        if top_k > 0 && idx.len() < k && !complete {
+            return None;
+        }
+        idx.truncate(k);
+        let mass: f32 = if top_k > 0 {
+            idx.iter().map(|&i| probs[i]).sum()
+        } else {
+            1.0
+        };
+        let mut cum = 0.0f32;
+        for (n, &i) in idx.iter().enumerate() {
+            cum += probs[i];
+            if cum >= top_p * mass {
+                idx.truncate(n + 1);
+                return Some(idx);
+            }
+        }
+        complete.then_some(idx)
+    };
     let candidates: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] >= 1e-4).collect();
-    let (prefix, complete) = sorted_prefix(candidates);
-    if complete {
-        return prefix;
-    }
-    sorted_prefix((0..probs.len()).collect()).0
+    decide(candidates, false)
+        .unwrap_or_else(|| decide((0..probs.len()).collect(), true).expect("a complete sort always decides"))
 }
 
 #[cfg(test)]
@@ -377,6 +386,9 @@ mod tests {
         assert_eq!(nucleus(&probs, 0, 0.81), vec![1, 2, 3]);
         assert_eq!(nucleus(&probs, 2, 1.0), vec![1, 2]);
         assert_eq!(nucleus(&probs, 0, 1.0), vec![0, 1, 2, 3]);
+        // Top-p applies to what top-k leaves, renormalised (0.5 / 0.8 ≥ 0.6).
+        assert_eq!(nucleus(&[0.5, 0.3, 0.2], 2, 0.6), vec![0]);
+        assert_eq!(nucleus(&[0.5, 0.3, 0.2], 2, 0.7), vec![0, 1]);
         // Many tiny tokens: the candidate cut cannot reach the mass, the full sort runs.
         let mut tiny = vec![1e-5f32; 70_000];
         tiny[7] = 0.3;

@@ -23,6 +23,8 @@ const KINDS: [&str; 5] = ["Case", "Part", "Subcase", "Option", "Subproblem"];
 struct Para {
     label: Option<Vec<u32>>,
     text: String,
+    /// The paragraph as written, label included.
+    raw: String,
 }
 
 fn parse_label(p: &str) -> Option<(Vec<u32>, &str)> {
@@ -48,10 +50,12 @@ fn paragraphs(trace: &str) -> Vec<Para> {
                 Some((label, text)) => Para {
                     label: Some(label),
                     text: text.to_string(),
+                    raw: t.to_string(),
                 },
                 None => Para {
                     label: None,
                     text: t.to_string(),
+                    raw: t.to_string(),
                 },
             });
         }
@@ -148,15 +152,9 @@ fn run_is_contiguous(paras: &[Para], start: usize, prefix: &[u32]) -> bool {
     k > 2
 }
 
+/// A paragraph outside a run of cases stays as written, label included.
 fn paragraph_text(p: &Para) -> String {
-    match &p.label {
-        // A label outside a run is text as written.
-        Some(l) => {
-            let n: Vec<String> = l.iter().map(|x| x.to_string()).collect();
-            format!("Case {}: {}", n.join("."), p.text)
-        }
-        None => p.text.clone(),
-    }
+    p.raw.clone()
 }
 
 /// Converts a sequential trace whose cases are explicit; `None` when it has no run of cases.
@@ -207,5 +205,15 @@ mod tests {
     #[test]
     fn a_trace_without_a_run_of_cases_is_not_converted() {
         assert!(convert("Just one thought.\n\nCase 1: alone.\n\nDone.").is_none());
+    }
+
+    #[test]
+    fn labels_outside_a_run_stay_as_written() {
+        let t = convert("Intro.\n\nPart 1) a.\n\nPart 2) b.\n\nOption 7. stays.\n").unwrap();
+        assert!(
+            t.normalized().contains("\nOption 7. stays.\n</Think>"),
+            "{}",
+            t.normalized()
+        );
     }
 }

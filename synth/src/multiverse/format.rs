@@ -308,15 +308,17 @@ pub fn parse(text: &str) -> Result<Trace, FormatError> {
     Ok(Trace { body })
 }
 
-/// Removes a leading `1:` / `2.1:` label.
+/// Removes a leading `1:` / `2.1:` label (digits and dots, a colon, then whitespace or the end:
+/// `12:30` and `2:1 odds` are content, not labels).
 fn strip_label(s: &str) -> &str {
     let t = s.trim_start();
     let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    if digits > 0 && t[..digits].starts_with(|c: char| c.is_ascii_digit()) && t[digits..].starts_with(':') {
-        t[digits + 1..].trim_start()
-    } else {
-        t
-    }
+    let after = &t[digits..];
+    let is_label = digits > 0
+        && t.starts_with(|c: char| c.is_ascii_digit())
+        && after.starts_with(':')
+        && after[1..].chars().next().is_none_or(char::is_whitespace);
+    if is_label { after[1..].trim_start() } else { t }
 }
 
 impl Trace {
@@ -437,15 +439,29 @@ fn write_nodes(nodes: &[Node], prefix: &str, out: &mut String) {
                 for (k, p) in b.paths.iter().enumerate() {
                     let id = label(k + 1);
                     out.push_str("<Path>\n");
-                    out.push_str(&format!("{id}: "));
-                    // The label goes before the path's first text; a path may open with a block.
+                    // The label goes before the path's first text; a path that opens with a block
+                    // (or is empty) gets the label on a line of its own, in every pass alike.
                     let mut nodes = p.clone();
-                    match nodes
+                    if let Some(Node::Text(t)) = nodes
                         .iter_mut()
                         .find(|n| !matches!(n, Node::Text(t) if t.trim().is_empty()))
                     {
-                        Some(Node::Text(t)) => *t = strip_label(t).to_string(),
-                        _ => out.push('\n'),
+                        let rest = strip_label(t);
+                        // A lone cue belongs to the block that follows (it is written again there).
+                        *t = if rest.trim() == PARALLEL_CUE {
+                            String::new()
+                        } else {
+                            rest.to_string()
+                        };
+                    }
+                    let opens_with_text = nodes
+                        .iter()
+                        .find(|n| !matches!(n, Node::Text(t) if t.trim().is_empty()))
+                        .is_some_and(|n| matches!(n, Node::Text(_)));
+                    if opens_with_text {
+                        out.push_str(&format!("{id}: "));
+                    } else {
+                        out.push_str(&format!("{id}:\n"));
                     }
                     write_nodes(&nodes, &id, out);
                     out.push_str("</Path>\n");
@@ -525,6 +541,19 @@ The minimum is 4.
         ] {
             assert!(n.contains(needle), "{needle:?} missing from\n{n}");
         }
+        // Labels need whitespace after the colon: times and odds are content.
+        assert_eq!(strip_label("2.1: x"), "x");
+        assert_eq!(strip_label("12:30 is late"), "12:30 is late");
+        assert_eq!(strip_label("2:1 odds"), "2:1 odds");
+        assert_eq!(strip_label("3:"), "");
+        // A path that opens with a block, and an empty path, normalise the same way twice.
+        let nested_first = parse("<Think><Parallel><Goal><Outline>a</Outline><Outline>b</Outline></Goal><Path><Parallel><Goal><Outline>c</Outline></Goal><Path>d</Path><Conclusion>e</Conclusion></Parallel>f</Path><Path></Path><Conclusion>g</Conclusion></Parallel></Think>").unwrap();
+        let once = nested_first.normalized();
+        assert_eq!(parse(&once).unwrap().normalized(), once);
+        assert!(
+            once.contains("<Path>\n1:\nLet's think in parallel.\n<Parallel>") && once.contains("<Path>\n2:\n</Path>"),
+            "{once}"
+        );
         // Normalising is idempotent and the result still parses to the same shape.
         let again = parse(&n).unwrap();
         assert_eq!(again.normalized(), n);

@@ -109,10 +109,14 @@ pub fn convert_with(
             .collect();
         let answers = match generator.generate(&conversations) {
             Ok(a) if a.len() == pending.len() => a,
-            Ok(_) | Err(_) => {
-                for &i in &pending {
-                    last_reason[i] = "generation failed".into();
-                }
+            Ok(a) => {
+                let why = format!("generator gave {} answers for {}", a.len(), pending.len());
+                pending.iter().for_each(|&i| last_reason[i] = why.clone());
+                continue;
+            }
+            Err(e) => {
+                let why = format!("generation failed: {e}");
+                pending.iter().for_each(|&i| last_reason[i] = why.clone());
                 continue;
             }
         };

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::TrainError;
 use crate::model::{Decoder, ModelConfig};
 use crate::recipe::Recipe;
+use firebrand_data::template::Template;
 
 /// The loop state saved beside the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +115,54 @@ pub struct Trained<B: Backend> {
     pub tokenizer: Option<PathBuf>,
     /// The folder the weights came from.
     pub dir: PathBuf,
+}
+
+impl<B: Backend> Trained<B> {
+    /// The chat template the model was trained with: the recipe's `data.template` for checkpoints;
+    /// for a Hugging Face folder, the built-in template whose Jinja equals `tokenizer_config.json`'s
+    /// `chat_template` (what `firebrand export` writes), else a guess from the tokenizer's special
+    /// tokens.
+    ///
+    /// # Errors
+    /// A recipe naming an unknown template.
+    pub fn template(&self, tokenizer: &firebrand_data::tokenizer::Tokenizer) -> Result<Template, TrainError> {
+        if let Some(recipe) = &self.recipe {
+            return recipe.data.template();
+        }
+        let jinja = std::fs::read_to_string(self.dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v.get("chat_template")?.as_str().map(str::to_string));
+        if let Some(t) = jinja.and_then(|j| Template::ALL.into_iter().find(|t| t.jinja() == j)) {
+            return Ok(t);
+        }
+        Ok(if tokenizer.token_to_id("<|im_start|>").is_some() {
+            Template::ChatMl
+        } else if tokenizer.token_to_id("<|start_header_id|>").is_some() {
+            Template::Llama3
+        } else {
+            Template::Plain
+        })
+    }
+
+    /// Tokens that end generation: the template's end of turn (when given), the end-of-text tokens
+    /// the tokenizer has, and the config's `eos_token_id`; the first is the best padding token.
+    pub fn stop_token_ids(
+        &self,
+        template: Option<Template>,
+        tokenizer: &firebrand_data::tokenizer::Tokenizer,
+    ) -> Vec<u32> {
+        let mut ids: Vec<u32> = template
+            .map(|t| t.end_of_turn())
+            .into_iter()
+            .chain(["<|endoftext|>", "<|end_of_text|>"])
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        if let Some(eos) = self.config.eos_token_id.filter(|e| !ids.contains(e)) {
+            ids.push(eos);
+        }
+        ids
+    }
 }
 
 /// Loads a model from a checkpoint (`RUN/step-N`), a run (its latest checkpoint) or a Hugging
