@@ -16,8 +16,8 @@
 //! - A stop token ends its row and is kept in `tokens` (a policy must learn to emit it) but not in
 //!   `text`. A stop string ends its row when the decoded text contains it; `text` is cut before it,
 //!   `tokens` keep everything generated up to and including the token that completed it (as vLLM).
-//! - Finished rows keep riding along in the batch (their new positions are masked out) until every
-//!   row is done or `max_new_tokens` is reached; compaction of finished rows is left for later.
+//! - A row that finishes leaves the batch: its cache rows are dropped ([`KvCache::keep_rows`]), so
+//!   later steps run on the rows still generating only.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
@@ -148,17 +148,16 @@ pub fn generate<B: Backend>(
             text_end: None,
         })
         .collect();
+    // Rows still generating, in batch order: finished rows leave the batch (their cache rows
+    // are dropped), so long rollouts do not pay for rows that stopped early.
+    let mut active: Vec<usize> = (0..b).collect();
     for step_index in 0..params.max_new_tokens {
-        let mut new_ids = Vec::with_capacity(b);
-        for (i, row) in rows.iter_mut().enumerate() {
-            if row.finish.is_some() {
-                new_ids.push(pad as i64);
-                continue;
-            }
-            let (token, logprob) = sample(&logits[i * vocab..(i + 1) * vocab], params, &mut row.rng);
+        let mut still = Vec::with_capacity(active.len());
+        for (slot, &r) in active.iter().enumerate() {
+            let row = &mut rows[r];
+            let (token, logprob) = sample(&logits[slot * vocab..(slot + 1) * vocab], params, &mut row.rng);
             row.tokens.push(token);
             row.logprobs.push(logprob);
-            new_ids.push(token as i64);
             if params.stop_token_ids.contains(&token) {
                 row.finish = Some(Finish::StopToken(token));
                 row.text_end = Some(row.tokens.len() - 1);
@@ -168,19 +167,35 @@ pub fn generate<B: Backend>(
                     row.finish = Some(Finish::StopString(s.clone()));
                 }
             }
+            if row.finish.is_none() {
+                still.push(slot);
+            }
         }
         // No forward after the last token: nothing would read its logits.
-        if rows.iter().all(|r| r.finish.is_some()) || step_index + 1 == params.max_new_tokens {
+        if still.is_empty() || step_index + 1 == params.max_new_tokens {
             break;
         }
-        let mut step_valid = Vec::with_capacity(valid_so_far.len() + b);
-        let seq = valid_so_far.len() / b;
-        for (i, row) in rows.iter().enumerate() {
-            step_valid.extend_from_slice(&valid_so_far[i * seq..(i + 1) * seq]);
-            // A row that just finished still feeds its last token, but no later query sees it.
-            step_valid.push(row.finish.is_none());
+        let seq = valid_so_far.len() / active.len();
+        if still.len() < active.len() {
+            cache.keep_rows(&still);
+            valid_so_far = still
+                .iter()
+                .flat_map(|&slot| valid_so_far[slot * seq..(slot + 1) * seq].iter().copied())
+                .collect();
+            next_pos = still.iter().map(|&slot| next_pos[slot]).collect();
+            active = still.iter().map(|&slot| active[slot]).collect();
+        }
+        let n = active.len();
+        let mut step_valid = Vec::with_capacity(valid_so_far.len() + n);
+        for slot in 0..n {
+            step_valid.extend_from_slice(&valid_so_far[slot * seq..(slot + 1) * seq]);
+            step_valid.push(true);
         }
         valid_so_far = step_valid;
+        let new_ids: Vec<i64> = active
+            .iter()
+            .map(|&r| *rows[r].tokens.last().expect("sampled") as i64)
+            .collect();
         let positions: Vec<i64> = next_pos.clone();
         for p in &mut next_pos {
             *p += 1;
@@ -188,8 +203,8 @@ pub fn generate<B: Backend>(
         logits = step(
             model,
             &mut cache,
-            int_tensor(new_ids, [b, 1], &device),
-            int_tensor(positions, [b, 1], &device),
+            int_tensor(new_ids, [n, 1], &device),
+            int_tensor(positions, [n, 1], &device),
             &valid_so_far,
             1,
         );

@@ -186,3 +186,40 @@ fn sampling_is_reproducible_per_seed_and_rejects_bad_parameters() {
     let err = generate(&model, &tok, &[vec![]], &greedy(4)).unwrap_err().to_string();
     assert!(err.contains("prompt 0 has no tokens"), "{err}");
 }
+
+#[test]
+fn rows_that_stop_early_leave_the_batch_without_changing_the_others() {
+    let (model, tok) = setup();
+    let prompts = vec![
+        encode(&tok, "the quick brown fox"),
+        encode(&tok, "lazy dog number 7"),
+        encode(&tok, "jumps over"),
+        encode(&tok, "fox 3"),
+    ];
+    // Stop on the second token row 0 produces: row 0 (and any row that emits it) leaves early.
+    let free = generate(&model, &tok, &prompts[..1], &greedy(12)).unwrap();
+    let stop = free[0].tokens[1];
+    let params = SamplingParams {
+        stop_token_ids: vec![stop],
+        ..greedy(12)
+    };
+    let batch = generate(&model, &tok, &prompts, &params).unwrap();
+    assert_eq!(batch[0].finish, Finish::StopToken(stop));
+    let lengths: Vec<usize> = batch.iter().map(|c| c.tokens.len()).collect();
+    assert!(lengths.contains(&12), "some row runs to the end: {lengths:?}");
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = generate(&model, &tok, std::slice::from_ref(p), &params).unwrap();
+        assert_eq!(batch[i].tokens, alone[0].tokens, "prompt {i}");
+        assert_eq!(batch[i].finish, alone[0].finish, "prompt {i}");
+    }
+    // Sampled rows keep their own random streams when others leave.
+    let sampled = SamplingParams {
+        temperature: 1.0,
+        seed: 3,
+        ..params
+    };
+    let batch = generate(&model, &tok, &prompts, &sampled).unwrap();
+    let alone = generate(&model, &tok, &prompts[..1], &sampled).unwrap();
+    assert_eq!(batch[0].tokens, alone[0].tokens);
+    assert_eq!(generate(&model, &tok, &prompts, &sampled).unwrap(), batch);
+}

@@ -96,6 +96,19 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keeps only the batch rows `rows` (in that order), e.g. when finished sequences leave.
+    pub fn keep_rows(&mut self, rows: &[usize]) {
+        let Some(device) = self.layers.iter().flatten().next().map(|c| c.k.device()) else {
+            return;
+        };
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(burn::tensor::TensorData::new(idx, [rows.len()]), &device);
+        for c in self.layers.iter_mut().flatten() {
+            c.k = c.k.clone().select(0, idx.clone());
+            c.v = c.v.clone().select(0, idx.clone());
+        }
+    }
 }
 
 impl<B: Backend> Attention<B> {
