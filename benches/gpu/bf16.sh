@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
 # train.dtype = bf16 against f32 on the 125M recipe, one GPU, one call (issue 3 item 7).
 set -uo pipefail
-python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/firebrand.xz'), open('/tmp/firebrand','wb'))"
-chmod +x /tmp/firebrand; FB=/tmp/firebrand
-nvidia-smi --query-gpu=name,uuid --format=csv,noheader
-$FB quickstart --dir quickstart --train-steps 1 > /tmp/qs.log 2>&1 || { tail -20 /tmp/qs.log; exit 1; }
-$FB data tokenize quickstart/chat.lance --tokenizer quickstart/tokenizer.json --max-len 1024 --pack \
-    --out quickstart/tokens-1024.lance --overwrite | tail -1
+. benches/gpu/lib.sh
+fb_unpack
+fb_data
 for dt in f32 bf16 f32 bf16; do
   run=sft-125m-$dt-$RANDOM
   $FB train recipes/sft-125m.toml train.max_steps=30 train.dtype=$dt output.run=$run 2>&1 | grep -E "step +(1|30) |rror"

@@ -2,12 +2,9 @@
 # Batched greedy generation throughput, firebrand vs transformers, one GPU, one call: a 125M model
 # trained one step (near-random, so no row stops early), 32 prompts × 256 new tokens, fp32.
 set -uo pipefail
-python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/firebrand.xz'), open('/tmp/firebrand','wb'))"
-chmod +x /tmp/firebrand; FB=/tmp/firebrand
-nvidia-smi --query-gpu=name,uuid --format=csv,noheader
-$FB quickstart --dir quickstart --train-steps 1 > /tmp/qs.log 2>&1 || { tail -20 /tmp/qs.log; exit 1; }
-$FB data tokenize quickstart/chat.lance --tokenizer quickstart/tokenizer.json --max-len 1024 --pack \
-    --out quickstart/tokens-1024.lance --overwrite > /dev/null
+. benches/gpu/lib.sh
+fb_unpack
+fb_data > /dev/null
 $FB train recipes/sft-125m.toml train.max_steps=1 output.run=gen > /dev/null 2>&1
 $FB export checkpoints/gen --out /tmp/gen | tail -1
 grep -o '"content": "[^"]*"' quickstart/chat.jsonl | sed -n '1~2p' | head -32 | sed 's/"content": "//; s/"$//' > /tmp/prompts.txt

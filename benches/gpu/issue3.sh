@@ -4,9 +4,8 @@
 # Run on the device machine from the repo root with the release binary carried in .gpu/.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('.gpu/firebrand.xz'), open('/tmp/firebrand','wb'))"
-chmod +x /tmp/firebrand; FB=/tmp/firebrand
-nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+. benches/gpu/lib.sh
+fb_unpack > "$OUT/gpu.txt"; cat "$OUT/gpu.txt"
 echo "== matmul 8192"
 for d in f32 bf16 f16; do $FB bench matmul --device cuda --size 8192 --dtype $d --iters 20; done
 python3 - <<'PY'
@@ -21,9 +20,7 @@ for name, dt, tf32 in [("f32 (no TF32)", torch.float32, False), ("f32 TF32", tor
     print(f"torch matmul 8192 {name}: {s*1e3:.3f} ms, {2*8192**3/s/1e12:.1f} TFLOP/s")
 PY
 echo "== data"
-$FB quickstart --dir quickstart --train-steps 1 > "$OUT/quickstart.log" 2>&1 || { tail -20 "$OUT/quickstart.log"; exit 1; }
-$FB data tokenize quickstart/chat.lance --tokenizer quickstart/tokenizer.json --max-len 1024 --pack \
-    --out quickstart/tokens-1024.lance --overwrite | tail -2
+fb_data
 echo "== SFT 125M, cold kernel cache then warm"
 rm -rf ~/.cache/firebrand/kernels
 for run in cold warm; do
