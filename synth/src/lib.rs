@@ -3,5 +3,6 @@
 //! `firebrand-data` with the shared job runner (`runner.rs`). Landed: Multiverse (`multiverse/`).
 #![warn(missing_docs)]
 
+pub mod generator;
 pub mod multiverse;
 pub mod runner;

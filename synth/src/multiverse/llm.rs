@@ -11,21 +11,13 @@
 use firebrand_data::records::{Message, MultiverseRow, Role};
 
 use super::{ConvertOptions, SequentialTrace, finish};
+pub use crate::generator::Generator;
 use crate::runner::Outcome;
 
 /// The plan prompt (stages 1–3).
 pub const PLAN_PROMPT: &str = include_str!("../../prompts/multiverse/plan.txt");
 /// The rewrite prompt (stages 4–5).
 pub const REWRITE_PROMPT: &str = include_str!("../../prompts/multiverse/rewrite.txt");
-
-/// Something that answers chat conversations: a local model through the sampler, or a remote API.
-pub trait Generator: Sync {
-    /// One answer per conversation.
-    ///
-    /// # Errors
-    /// When generation fails (the message is reported as the drop reason).
-    fn generate(&self, conversations: &[Vec<Message>]) -> Result<Vec<String>, String>;
-}
 
 /// A prompt file as chat turns: `#` comment lines dropped, turns split at `---` lines, user and
 /// assistant alternating from a user turn; `{key}` replaced by `vars`.
