@@ -5,6 +5,7 @@ mod bench;
 mod data;
 mod export;
 mod generate;
+mod local_model;
 mod pending;
 mod plot;
 mod progress;

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use burn::backend::{Cuda, NdArray};
 use clap::{Args, Subcommand};
 use firebrand_data::DataError;
-use firebrand_synth::multiverse::llm::{Generator, convert_with};
+use firebrand_synth::generator::GenParams;
+use firebrand_synth::multiverse::llm::convert_with;
 use firebrand_synth::multiverse::{self, ConvertOptions, SequentialTrace, format};
 use firebrand_synth::runner::{JobOptions, run_job, run_job_batched};
-use firebrand_train::device::DeviceSpec;
 
+use super::local_model::local_generator;
 use super::progress;
 
 /// The embedded sequential traces the offline converter runs on (written by us; each states its
@@ -81,66 +81,6 @@ pub struct ConvertArgs {
     /// With --model: cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
-}
-
-/// A local model as a [`Generator`]: conversations rendered through its chat template, answered
-/// in one batch by the sampler.
-struct LocalGenerator<B: burn::tensor::backend::Backend> {
-    model: std::sync::Mutex<firebrand_train::Decoder<B>>,
-    tokenizer: firebrand_data::tokenizer::Tokenizer,
-    template: firebrand_data::template::Template,
-    params: firebrand_train::generate::SamplingParams,
-    calls: std::sync::atomic::AtomicU64,
-}
-
-impl<B: burn::tensor::backend::Backend> Generator for LocalGenerator<B> {
-    fn generate(&self, conversations: &[Vec<firebrand_data::records::Message>]) -> Result<Vec<String>, String> {
-        let prompts: Vec<String> = conversations
-            .iter()
-            .map(|c| self.template.generation_prompt(c))
-            .collect();
-        // A new seed per call, so a retried rewrite is a new sample.
-        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let params = firebrand_train::generate::SamplingParams {
-            seed: self.params.seed.wrapping_add(call),
-            ..self.params.clone()
-        };
-        let model = self
-            .model
-            .lock()
-            .map_err(|_| "the model lock is poisoned".to_string())?;
-        firebrand_train::generate::generate_text(&model, &self.tokenizer, &prompts, &params)
-            .map(|cs| cs.into_iter().map(|c| c.text).collect())
-            .map_err(|e| e.to_string())
-    }
-}
-
-fn local_generator<B: burn::tensor::backend::Backend>(
-    a: &ConvertArgs,
-    path: &Path,
-    device: &B::Device,
-) -> anyhow::Result<LocalGenerator<B>> {
-    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(path, device)?;
-    let Some(tok_path) = &trained.tokenizer else {
-        bail!("{}: no tokenizer is known for this model", path.display());
-    };
-    let tokenizer = firebrand_data::tokenizer::load(tok_path)?;
-    let template = trained.template(&tokenizer)?;
-    template.check(&tokenizer)?;
-    let stop_token_ids = trained.stop_token_ids(Some(template), &tokenizer);
-    Ok(LocalGenerator {
-        model: std::sync::Mutex::new(trained.model),
-        tokenizer,
-        template,
-        params: firebrand_train::generate::SamplingParams {
-            max_new_tokens: a.max_new_tokens,
-            temperature: a.temperature,
-            top_p: 0.95,
-            stop_token_ids,
-            ..Default::default()
-        },
-        calls: std::sync::atomic::AtomicU64::new(0),
-    })
 }
 
 pub fn run(cmd: SynthCommand) -> anyhow::Result<ExitCode> {
@@ -258,24 +198,19 @@ fn convert(a: &ConvertArgs) -> anyhow::Result<ExitCode> {
             |r| pb.set_position(r.read as u64),
         ),
         Some(path) => {
-            let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
-            let generator: Box<dyn Generator> = match device {
-                DeviceSpec::Cpu => Box::new(local_generator::<NdArray<f32>>(a, path, &Default::default())?),
-                DeviceSpec::Cuda(i) => {
-                    firebrand_train::device::configure_kernel_cache();
-                    Box::new(local_generator::<Cuda<f32>>(
-                        a,
-                        path,
-                        &burn::backend::cuda::CudaDevice::new(i),
-                    )?)
-                }
+            let generator = local_generator(path, &a.device)?;
+            let params = GenParams {
+                max_tokens: a.max_new_tokens,
+                temperature: a.temperature,
+                top_p: 0.95,
+                ..Default::default()
             };
             run_job_batched(
                 inputs,
                 &a.out,
                 job,
                 multiverse_row_id,
-                |chunk| convert_with(generator.as_ref(), &chunk, &opts, a.tries),
+                |chunk| convert_with(generator.as_ref(), &chunk, &opts, &params, a.tries),
                 |r| pb.set_position(r.read as u64),
             )
         }

@@ -1,8 +1,9 @@
 //! firebrand's synthesizers: LintSeq edit sequences, VIF-RAG instruction data, MIG selection,
 //! Multiverse conversion and preference pairs, each writing a typed Lance dataset through
-//! `firebrand-data` with the shared job runner (`runner.rs`). Landed: Multiverse (`multiverse/`).
+//! `firebrand-data` with the shared job runner (`runner.rs`). Landed: Multiverse (`multiverse/`), VIF-RAG (`vifrag/`).
 #![warn(missing_docs)]
 
 pub mod generator;
 pub mod multiverse;
 pub mod runner;
+pub mod vifrag;

@@ -11,7 +11,7 @@
 use firebrand_data::records::{Message, MultiverseRow, Role};
 
 use super::{ConvertOptions, SequentialTrace, finish};
-pub use crate::generator::Generator;
+pub use crate::generator::{GenParams, Generator};
 use crate::runner::Outcome;
 
 /// The plan prompt (stages 1–3).
@@ -66,53 +66,61 @@ pub fn convert_with(
     generator: &dyn Generator,
     inputs: &[(String, SequentialTrace)],
     opts: &ConvertOptions,
+    params: &GenParams,
     tries: usize,
 ) -> Vec<Outcome<MultiverseRow>> {
-    let plans = match generator.generate(
-        &inputs
-            .iter()
-            .map(|(_, t)| render_prompt(PLAN_PROMPT, &[("trace", &t.trace)]))
-            .collect::<Vec<_>>(),
-    ) {
-        Ok(p) if p.len() == inputs.len() => p,
-        Ok(p) => {
-            return fail_all(
-                inputs.len(),
-                &format!("generator gave {} answers for {}", p.len(), inputs.len()),
-            );
-        }
-        Err(e) => return fail_all(inputs.len(), &format!("generation failed: {e}")),
-    };
-    let mut outcomes: Vec<Option<Outcome<MultiverseRow>>> = (0..inputs.len()).map(|_| None).collect();
+    let plan_prompts: Vec<Vec<Message>> = inputs
+        .iter()
+        .map(|(_, t)| render_prompt(PLAN_PROMPT, &[("trace", &t.trace)]))
+        .collect();
+    let mut plans: Vec<Option<String>> = Vec::with_capacity(inputs.len());
     let mut last_reason: Vec<String> = vec![String::new(); inputs.len()];
+    for (i, answer) in generator.generate(&plan_prompts, params).into_iter().enumerate() {
+        match answer.map(|mut a| a.pop()) {
+            Ok(Some(plan)) => plans.push(Some(plan)),
+            Ok(None) => {
+                plans.push(None);
+                last_reason[i] = "the generator gave no plan".into();
+            }
+            Err(e) => {
+                plans.push(None);
+                last_reason[i] = format!("generation failed: {e}");
+            }
+        }
+    }
+    let mut outcomes: Vec<Option<Outcome<MultiverseRow>>> = (0..inputs.len()).map(|_| None).collect();
     let source = format!(
         "multiverse-llm ({}; {})",
         prompt_version(PLAN_PROMPT),
         prompt_version(REWRITE_PROMPT)
     );
     for _ in 0..tries.max(1) {
-        let pending: Vec<usize> = (0..inputs.len()).filter(|&i| outcomes[i].is_none()).collect();
+        let pending: Vec<usize> = (0..inputs.len())
+            .filter(|&i| outcomes[i].is_none() && plans[i].is_some())
+            .collect();
         if pending.is_empty() {
             break;
         }
         let conversations: Vec<Vec<Message>> = pending
             .iter()
-            .map(|&i| render_prompt(REWRITE_PROMPT, &[("trace", &inputs[i].1.trace), ("plan", &plans[i])]))
+            .map(|&i| {
+                let plan = plans[i].as_deref().unwrap_or_default();
+                render_prompt(REWRITE_PROMPT, &[("trace", &inputs[i].1.trace), ("plan", plan)])
+            })
             .collect();
-        let answers = match generator.generate(&conversations) {
-            Ok(a) if a.len() == pending.len() => a,
-            Ok(a) => {
-                let why = format!("generator gave {} answers for {}", a.len(), pending.len());
-                pending.iter().for_each(|&i| last_reason[i] = why.clone());
-                continue;
-            }
-            Err(e) => {
-                let why = format!("generation failed: {e}");
-                pending.iter().for_each(|&i| last_reason[i] = why.clone());
-                continue;
-            }
-        };
+        let answers = generator.generate(&conversations, params);
         for (&i, answer) in pending.iter().zip(answers) {
+            let answer = match answer.map(|mut a| a.pop()) {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    last_reason[i] = "the generator gave no answer".into();
+                    continue;
+                }
+                Err(e) => {
+                    last_reason[i] = format!("generation failed: {e}");
+                    continue;
+                }
+            };
             let (id, input) = &inputs[i];
             match finish(id, input, &extract_trace(&answer), opts, &source) {
                 Outcome::Keep(row) => outcomes[i] = Some(Outcome::Keep(row)),
@@ -125,10 +133,6 @@ pub fn convert_with(
         .zip(last_reason)
         .map(|(o, reason)| o.unwrap_or_else(|| Outcome::Drop(format!("{reason} (after {} tries)", tries.max(1)))))
         .collect()
-}
-
-fn fail_all(n: usize, reason: &str) -> Vec<Outcome<MultiverseRow>> {
-    (0..n).map(|_| Outcome::Drop(reason.to_string())).collect()
 }
 
 #[cfg(test)]
@@ -144,15 +148,21 @@ mod tests {
     }
 
     impl Generator for Scripted {
-        fn generate(&self, conversations: &[Vec<Message>]) -> Result<Vec<String>, String> {
+        fn generate(&self, conversations: &[Vec<Message>], _: &GenParams) -> Vec<crate::generator::Answers> {
             self.seen.lock().unwrap().extend(conversations.iter().cloned());
             if conversations[0][0].content.starts_with("You will restructure") {
-                return Ok(conversations
+                return conversations
                     .iter()
-                    .map(|_| "S1\n<parallel>\nS2\nS3\n</parallel>".into())
-                    .collect());
+                    .map(|_| Ok(vec!["S1\n<parallel>\nS2\nS3\n</parallel>".into()]))
+                    .collect();
             }
-            Ok(self.rewrites.lock().unwrap().remove(0))
+            self.rewrites
+                .lock()
+                .unwrap()
+                .remove(0)
+                .into_iter()
+                .map(|a| Ok(vec![a]))
+                .collect()
         }
     }
 
@@ -196,7 +206,13 @@ mod tests {
             ]),
             seen: Mutex::new(Vec::new()),
         };
-        let out = convert_with(&g, &[input("a"), input("b")], &ConvertOptions::default(), 3);
+        let out = convert_with(
+            &g,
+            &[input("a"), input("b")],
+            &ConvertOptions::default(),
+            &GenParams::default(),
+            3,
+        );
         assert!(out.iter().all(|o| matches!(o, Outcome::Keep(_))), "{out:?}");
         let Outcome::Keep(row) = &out[0] else { unreachable!() };
         assert!(row.parallel_trace.starts_with("<Think>\n") && row.distance.unwrap() < 0.2);
@@ -217,7 +233,7 @@ mod tests {
             ]),
             seen: Mutex::new(Vec::new()),
         };
-        let out = convert_with(&g, &[input("c")], &ConvertOptions::default(), 2);
+        let out = convert_with(&g, &[input("c")], &ConvertOptions::default(), &GenParams::default(), 2);
         match &out[0] {
             Outcome::Drop(r) => assert!(
                 r.starts_with("content check failed") && r.ends_with("(after 2 tries)"),
