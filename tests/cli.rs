@@ -46,11 +46,11 @@ fn help_lists_every_subcommand() {
 #[test]
 fn subcommands_not_landed_say_so_and_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let o = firebrand(dir.path(), &["eval", "follow", "x.lance"]);
+    let o = firebrand(dir.path(), &["eval", "attention", "ckpt", "data.lance"]);
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
     assert!(
-        err.contains("firebrand eval: not available in this build yet") && err.contains("issue 7"),
+        err.contains("firebrand eval attention: not available in this build yet") && err.contains("issue 11"),
         "{err}"
     );
 }

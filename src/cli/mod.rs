@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod eval;
 mod export;
 mod generate;
 mod local_model;
@@ -13,6 +14,7 @@ mod quickstart;
 mod synth;
 mod tokenizer;
 mod train;
+mod vifrag;
 
 use std::process::ExitCode;
 
@@ -34,7 +36,7 @@ enum Command {
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
-    /// Synthesize datasets: multiverse (validate, convert); lintseq, vifrag, mig, prefs land later.
+    /// Synthesize datasets: multiverse (validate, convert), vifrag; lintseq, mig, prefs land later.
     #[command(subcommand)]
     Synth(synth::SynthCommand),
     /// Train a model from a TOML recipe: firebrand train recipes/sft-tiny.toml train.lr=1e-4
@@ -43,8 +45,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Export a checkpoint to the Hugging Face layout.
     Export(export::ExportArgs),
-    /// Evaluate: instruction following, attention metrics (not landed yet).
-    Eval(pending::Pending),
+    /// Evaluate: instruction following (IFEval-style, strict and loose).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Plot runs' loss, lr, grad norm and tokens/s to PNG: firebrand plot checkpoints/sft-tiny
     Plot(plot::PlotArgs),
     /// Micro-benchmarks of the backend: firebrand bench matmul --device cuda --dtype bf16
@@ -74,10 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => train::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Export(a) => export::run(a),
-        Command::Eval(p) => p.report(
-            "eval",
-            "`eval follow` lands with issue 7, `eval attention` with issue 11",
-        ),
+        Command::Eval(c) => eval::run(c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }

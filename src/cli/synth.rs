@@ -24,7 +24,10 @@ pub enum SynthCommand {
     /// Multiverse parallel-reasoning data: validate tagged traces, convert sequential ones.
     #[command(subcommand)]
     Multiverse(MultiverseCommand),
-    /// Synthesizers of other issues (lintseq, vifrag, mig, prefs): not landed yet.
+    /// VIF-RAG: queries + passages → prompts with verifiable instructions; --generate answers
+    /// them and keeps responses that pass every verifier.
+    Vifrag(super::vifrag::VifragArgs),
+    /// Synthesizers of other issues (lintseq, mig, prefs): not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
 }
@@ -87,10 +90,11 @@ pub fn run(cmd: SynthCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SynthCommand::Multiverse(MultiverseCommand::Validate(a)) => validate(&a),
         SynthCommand::Multiverse(MultiverseCommand::Convert(a)) => convert(&a),
+        SynthCommand::Vifrag(a) => super::vifrag::run(&a),
         SynthCommand::Other(args) => {
             let name = args.first().map(String::as_str).unwrap_or("");
             eprintln!(
-                "firebrand synth {name}: not available in this build yet: lintseq, vifrag, mig and prefs land with issues 4, 7, 5 and 9."
+                "firebrand synth {name}: not available in this build yet: lintseq, mig and prefs land with issues 4, 5 and 9."
             );
             Ok(ExitCode::from(2))
         }

@@ -173,7 +173,7 @@ pub fn make_prompt(query: &Query, k: usize, seed: u64, opts: &ComposeOptions) ->
             meta: json!({
                 "query_id": query.id,
                 "query": query.context.query,
-                "passages": query.context.passages.len(),
+                "passages": query.context.passages,
                 "template": TEMPLATE_VERSION,
                 "phrasings": phrasings,
             })

@@ -349,7 +349,7 @@ pub static KINDS: [Kind; 19] = [
         origin: Origin::Rag,
         build: build_cite_count,
         phrasings: &[
-            "Cite at least {num_citations} different passages, writing [k] for passage k.",
+            "Cite at least {num_citations} of the passages, writing [k] for passage k.",
             "Support your answer with citations to at least {num_citations} of the passages, in the form [1], [2].",
             "Refer to at least {num_citations} distinct passages by number in square brackets, like [2].",
         ],

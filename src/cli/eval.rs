@@ -1,0 +1,257 @@
+//! `firebrand eval ...`: `follow` scores instruction following as IFEval does (strict and loose,
+//! prompt- and instruction-level, per instruction id), from a `prompts` dataset or from IFEval's
+//! own file convention; `attention` lands with issue 11.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use firebrand_data::records::{ChatRow, PromptsRow, Role};
+use firebrand_data::{Dataset, DatasetKind};
+use firebrand_synth::vifrag::score::{Detail, IfEvalInput, Judged, Report};
+use firebrand_synth::vifrag::{Verifier, kinds, parse_verifiers};
+use serde_json::Value;
+
+use super::pending::Pending;
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Instruction following, IFEval-style: firebrand eval follow PROMPTS.lance --responses R,
+    /// or firebrand eval follow --input input_data.jsonl --responses responses.jsonl
+    Follow(FollowArgs),
+    /// Attention entropy and pointer fidelity (lands with issue 11).
+    Attention(Pending),
+}
+
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// A `prompts` dataset whose `verifiers` say what to check (or use --input).
+    prompts: Option<PathBuf>,
+    /// IFEval-convention prompts: JSONL rows {key, prompt, instruction_id_list, kwargs}.
+    #[arg(long, conflicts_with = "prompts")]
+    input: Option<PathBuf>,
+    /// Responses: JSONL rows {prompt, response} (matched by prompt text) or {id, response}
+    /// (matched by id), or a `chat` dataset (matched by id, last assistant message).
+    #[arg(long)]
+    responses: Option<PathBuf>,
+    /// Write one JSONL row per prompt with its per-instruction strict and loose verdicts.
+    #[arg(long)]
+    details: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Score prompts without a response as failing every instruction, instead of an error.
+    #[arg(long)]
+    allow_missing: bool,
+    /// List the known instruction ids and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        EvalCommand::Follow(a) => follow(&a),
+        EvalCommand::Attention(p) => p.report("eval attention", "it lands with issue 11"),
+    }
+}
+
+/// One prompt to judge.
+struct Item {
+    key: Value,
+    id: String,
+    prompt: String,
+    verifiers: Vec<Verifier>,
+}
+
+fn follow(a: &FollowArgs) -> anyhow::Result<ExitCode> {
+    if a.list {
+        for k in kinds() {
+            let aliases = if k.aliases.is_empty() {
+                String::new()
+            } else {
+                format!("  (also {})", k.aliases.join(", "))
+            };
+            println!("{}{aliases}", k.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let items = match (&a.prompts, &a.input) {
+        (Some(p), None) => dataset_items(p)?,
+        (None, Some(p)) => ifeval_items(p)?,
+        _ => bail!("give a `prompts` dataset or --input input_data.jsonl"),
+    };
+    let Some(responses_path) = &a.responses else {
+        bail!("--responses is required: a JSONL of {{prompt, response}} or {{id, response}}, or a `chat` dataset");
+    };
+    let responses = read_responses(responses_path)?;
+    let mut report = Report::default();
+    let mut details = Vec::new();
+    let mut missing = Vec::new();
+    for item in &items {
+        let response = responses
+            .by_id
+            .get(&item.id)
+            .or_else(|| responses.by_prompt.get(&item.prompt));
+        let response = match response {
+            Some(r) => r.clone(),
+            None => {
+                missing.push(item.id.clone());
+                String::new()
+            }
+        };
+        let judged = Judged::new(&item.verifiers, &response);
+        let ids: Vec<String> = item.verifiers.iter().map(|v| v.spec.id.clone()).collect();
+        report.add(&ids, &judged);
+        if a.details.is_some() {
+            details.push(Detail::new(
+                item.key.clone(),
+                item.prompt.clone(),
+                response,
+                ids,
+                judged,
+            ));
+        }
+    }
+    if !missing.is_empty() && !a.allow_missing {
+        bail!(
+            "{} of {} prompts have no response (first: {})\n  hint: responses match by `id` or by exact prompt text; --allow-missing scores them as failures",
+            missing.len(),
+            items.len(),
+            missing[0]
+        );
+    }
+    if let Some(path) = &a.details {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for d in &details {
+            serde_json::to_writer(&mut f, d)?;
+            writeln!(f)?;
+        }
+        f.flush()?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+        if !missing.is_empty() {
+            println!("{} prompts had no response and count as failures", missing.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dataset_items(path: &Path) -> anyhow::Result<Vec<Item>> {
+    let ds = Dataset::open_kind(path, DatasetKind::Prompts)?;
+    let mut out = Vec::new();
+    for row in ds.rows::<PromptsRow>(1024)? {
+        let row = row?;
+        let verifiers = parse_verifiers(&row.verifiers)
+            .with_context(|| format!("{}: row {}: field `verifiers`", path.display(), row.id))?;
+        let prompt = row
+            .prompt
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        out.push(Item {
+            key: Value::String(row.id.clone()),
+            id: row.id,
+            prompt,
+            verifiers,
+        });
+    }
+    Ok(out)
+}
+
+fn ifeval_items(path: &Path) -> anyhow::Result<Vec<Item>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let place = || format!("{}: line {}", path.display(), i + 1);
+        let input: IfEvalInput = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}\n  hint: rows need key, prompt, instruction_id_list and kwargs",
+                place()
+            )
+        })?;
+        if input.kwargs.len() != input.instruction_id_list.len() {
+            bail!(
+                "{}: {} instruction ids but {} kwargs objects",
+                place(),
+                input.instruction_id_list.len(),
+                input.kwargs.len()
+            );
+        }
+        let verifiers = input
+            .instruction_id_list
+            .iter()
+            .zip(input.kwargs.iter())
+            .map(|(id, kw)| Verifier::new(id, kw.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(place)?;
+        out.push(Item {
+            id: match &input.key {
+                Value::String(s) => s.clone(),
+                Value::Null => format!("line-{}", i + 1),
+                other => other.to_string(),
+            },
+            key: input.key,
+            prompt: input.prompt,
+            verifiers,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Responses {
+    by_id: HashMap<String, String>,
+    by_prompt: HashMap<String, String>,
+}
+
+fn read_responses(path: &Path) -> anyhow::Result<Responses> {
+    let mut out = Responses::default();
+    if path.is_dir() {
+        let ds = Dataset::open_kind(path, DatasetKind::Chat)?;
+        for row in ds.rows::<ChatRow>(1024)? {
+            let row = row?;
+            if let Some(m) = row.messages.iter().rev().find(|m| m.role == Role::Assistant) {
+                out.by_id.insert(row.id.clone(), m.content.clone());
+            }
+        }
+        return Ok(out);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{}: line {}: not JSON", path.display(), i + 1))?;
+        let Some(response) = v.get("response").and_then(Value::as_str) else {
+            bail!("{}: line {}: no `response` string", path.display(), i + 1);
+        };
+        // As IFEval, a later row for the same prompt wins.
+        if let Some(p) = v.get("prompt").and_then(Value::as_str) {
+            out.by_prompt.insert(p.to_string(), response.to_string());
+        }
+        match v.get("id").or_else(|| v.get("key")) {
+            Some(Value::String(s)) => {
+                out.by_id.insert(s.clone(), response.to_string());
+            }
+            Some(other) if !other.is_null() => {
+                out.by_id.insert(other.to_string(), response.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
