@@ -2,8 +2,10 @@
 //!
 //! Today: import the bundled chat data, train a tokenizer on it, tokenize and pack it, print
 //! statistics and one tokenized row with its loss mask, train `recipes/sft-tiny.toml` on CPU,
-//! export the result as a Hugging Face folder, and generate answers from the export. Each step is run through the same command
-//! line parser, and printed, so the output doubles as a tour.
+//! export the result as a Hugging Face folder, generate answers from the export, and run the
+//! VIF-RAG loop with it (embedded queries → prompts with verifiable instructions → sampled answers
+//! → the ones that pass every verifier). Each step is run through the same command line parser,
+//! and printed, so the output doubles as a tour.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,9 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         format!(
             "generate {dir}/export --prompt \"What does firebrand do?\" --prompt \"What is the capital of Japan?\" --temperature 0 --max-new-tokens 48"
         ),
+        format!(
+            "synth vifrag --sample --out {dir}/vifrag.lance --generate {dir}/vifrag_chat.lance --model {dir}/export --n 2 --max-tokens 48 --overwrite"
+        ),
     ];
     for step in steps {
         println!("$ firebrand {step}");
@@ -73,7 +78,7 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         println!();
     }
     println!(
-        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny (curves in metrics.png), the model in {dir}/export"
+        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny (curves in metrics.png), the model in {dir}/export, VIF-RAG prompts in {dir}/vifrag.lance and the answers that passed in {dir}/vifrag_chat.lance"
     );
     Ok(ExitCode::SUCCESS)
 }
