@@ -97,6 +97,51 @@ impl<B: Backend> KvCache<B> {
         self.len() == 0
     }
 
+    /// `n` copies of batch row 0: the branches of a fork share the prefix's keys and values.
+    pub fn fork(&mut self, n: usize) {
+        self.keep_rows(&vec![0; n]);
+    }
+
+    /// One sequence (batch 1) from a fork's branches: the first `prefix` positions of row 0, then,
+    /// for each row in order, the positions `slots[row]` of that row. Keys keep the rotary
+    /// positions they were computed with, so branches that restarted their positions stay so.
+    ///
+    /// # Panics
+    /// When `slots` has more rows than the cache, or a slot is past its end (callers build the
+    /// slots from what they fed).
+    pub fn join(&self, prefix: usize, slots: &[Vec<usize>]) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|c| {
+                    let device = c.k.device();
+                    let pick = |t: &Tensor<B, 4>| {
+                        let [_, h, _, d] = t.dims();
+                        let mut parts = vec![t.clone().slice([0..1, 0..h, 0..prefix, 0..d])];
+                        for (row, s) in slots.iter().enumerate() {
+                            if s.is_empty() {
+                                continue;
+                            }
+                            let idx: Vec<i64> = s.iter().map(|&i| i as i64).collect();
+                            let idx = Tensor::<B, 1, Int>::from_data(
+                                burn::tensor::TensorData::new(idx, [s.len()]),
+                                &device,
+                            );
+                            parts.push(t.clone().slice([row..row + 1, 0..h, 0..t.dims()[2], 0..d]).select(2, idx));
+                        }
+                        Tensor::cat(parts, 2)
+                    };
+                    LayerCache {
+                        k: pick(&c.k),
+                        v: pick(&c.v),
+                    }
+                })
+            })
+            .collect();
+        KvCache { layers }
+    }
+
     /// Keeps only the batch rows `rows` (in that order), e.g. when finished sequences leave.
     pub fn keep_rows(&mut self, rows: &[usize]) {
         let Some(device) = self.layers.iter().flatten().next().map(|c| c.k.device()) else {

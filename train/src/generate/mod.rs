@@ -19,6 +19,8 @@
 //! - A row that finishes leaves the batch: its cache rows are dropped ([`KvCache::keep_rows`]), so
 //!   later steps run on the rows still generating only.
 
+pub mod parallel;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -266,7 +268,7 @@ struct Row {
     text_end: Option<usize>,
 }
 
-fn check(p: &SamplingParams) -> Result<(), TrainError> {
+pub(crate) fn check(p: &SamplingParams) -> Result<(), TrainError> {
     let bad = |m: String| Err(TrainError::Generate(m));
     if !(p.temperature >= 0.0 && p.temperature.is_finite()) {
         return bad(format!("temperature must be ≥ 0, got {}", p.temperature));
@@ -280,18 +282,18 @@ fn check(p: &SamplingParams) -> Result<(), TrainError> {
     Ok(())
 }
 
-fn int_tensor<B: Backend>(v: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
+pub(crate) fn int_tensor<B: Backend>(v: Vec<i64>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
-fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String, TrainError> {
+pub(crate) fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String, TrainError> {
     tokenizer
         .decode(ids, false)
         .map_err(|e| TrainError::Generate(format!("decoding generated tokens: {e}")))
 }
 
 /// One forward over new positions; returns the last position's logits, `[batch × vocab]` on the host.
-fn step<B: Backend>(
+pub(crate) fn step<B: Backend>(
     model: &Decoder<B>,
     cache: &mut KvCache<B>,
     ids: Tensor<B, 2, Int>,
@@ -316,7 +318,7 @@ fn step<B: Backend>(
 }
 
 /// Draws one token from `logits`; returns it with its log-probability.
-fn sample(logits: &[f32], p: &SamplingParams, rng: &mut StdRng) -> (u32, f32) {
+pub(crate) fn sample(logits: &[f32], p: &SamplingParams, rng: &mut StdRng) -> (u32, f32) {
     let temperature = if p.temperature > 0.0 { p.temperature } else { 1.0 };
     let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
     let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
