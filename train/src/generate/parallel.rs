@@ -363,29 +363,11 @@ mod tests {
 
     use super::*;
     use crate::attention::AttentionMask;
-    use crate::model::ModelConfig;
 
     type B = NdArray<f32>;
 
     fn tiny() -> Decoder<B> {
-        let config = ModelConfig {
-            model_type: crate::model::ModelType::Llama,
-            vocab_size: 64,
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            head_dim: 8,
-            rms_norm_eps: 1e-6,
-            rope_theta: 10_000.0,
-            max_position_embeddings: 128,
-            tie_word_embeddings: false,
-            attention_bias: false,
-            initializer_range: 0.5,
-            bos_token_id: None,
-            eos_token_id: None,
-        };
+        let config = crate::model::config::tiny_for_tests();
         Decoder::<B>::init(&config, &Default::default()).unwrap()
     }
 
@@ -522,5 +504,72 @@ mod tests {
             .to_vec()
             .unwrap();
         assert!(plain.iter().zip(&fork_join).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+
+    /// Each path of a fork is what sequential greedy decoding gives for the prompt plus that
+    /// path's opening: batching the paths over a shared, copied prefix cache changes nothing.
+    #[test]
+    fn forked_paths_equal_independent_sequential_decodes() {
+        let texts: Vec<String> = (0..40)
+            .map(|i| format!("Question {i}: even and odd cases of n squared modulo four, case {i}."))
+            .collect();
+        let tok = firebrand_data::tokenizer::train_bpe(
+            &texts,
+            &firebrand_data::tokenizer::TrainOptions {
+                vocab_size: 320,
+                min_frequency: 1,
+                extra_special: firebrand_data::multiverse::TAGS.iter().map(|t| t.to_string()).collect(),
+            },
+        )
+        .unwrap();
+        let config = crate::model::ModelConfig {
+            vocab_size: tok.get_vocab_size(true),
+            ..crate::model::config::tiny_for_tests()
+        };
+        let model = Decoder::<B>::init(&config, &Default::default()).unwrap();
+        let prompt_text = "Question: n squared mod 4.<Think>\nLet's think in parallel.\n<Parallel>\n<Goal>\n<Outline>\n1: even n\n</Outline>\n<Outline>\n2: odd n\n</Outline>\n<Outline>\n3: zero\n</Outline>\n</Goal>";
+        let prompt = encode(&tok, prompt_text).unwrap();
+        let sampling = SamplingParams {
+            max_new_tokens: 40,
+            temperature: 0.0,
+            ..Default::default()
+        };
+        let out = generate_parallel(
+            &model,
+            &tok,
+            &prompt,
+            &ParallelParams {
+                sampling: sampling.clone(),
+                max_paths: 8,
+            },
+        )
+        .unwrap();
+        assert_eq!(out.forks.len(), 1, "{:?}", out.text);
+        let fork = &out.forks[0];
+        assert_eq!(fork.paths.len(), 3);
+        assert_eq!((fork.at, fork.position), (0, prompt.len()));
+        assert_eq!(out.tokens, fork.paths.concat(), "the merged tokens are the paths in order");
+        assert!(out.critical_path <= 40);
+        for (label, path) in ["1", "2", "3"].iter().zip(&fork.paths) {
+            let opening = encode(&tok, &format!("\n<Path>\n{label}:")).unwrap();
+            assert_eq!(path[..opening.len()], opening[..]);
+            let generated = &path[opening.len()..];
+            let alone = super::super::generate(
+                &model,
+                &tok,
+                &[prompt.iter().chain(&opening).copied().collect()],
+                &SamplingParams {
+                    max_new_tokens: generated.len(),
+                    ..sampling.clone()
+                },
+            )
+            .unwrap();
+            assert_eq!(alone[0].tokens, generated, "path {label}");
+        }
+        // Forward passes: one prefill, one for the openings, one per decode step of the
+        // longest path (the paths ran side by side, not one after another).
+        let longest = fork.paths.iter().map(Vec::len).max().unwrap();
+        let opening = encode(&tok, "\n<Path>\n1:").unwrap().len();
+        assert!(out.forward_passes <= 2 + longest - opening + 1, "{} passes", out.forward_passes);
     }
 }

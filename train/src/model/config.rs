@@ -240,6 +240,30 @@ impl ModelConfig {
     }
 }
 
+/// A small random-initialisable configuration for unit tests (vocabulary 64, 2 layers, grouped
+/// queries, untied head).
+#[cfg(test)]
+pub(crate) fn tiny_for_tests() -> ModelConfig {
+    ModelConfig {
+        model_type: ModelType::Llama,
+        vocab_size: 64,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 128,
+        tie_word_embeddings: false,
+        attention_bias: false,
+        initializer_range: 0.5,
+        bos_token_id: None,
+        eos_token_id: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

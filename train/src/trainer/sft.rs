@@ -197,6 +197,37 @@ mod tests {
         assert_eq!(m[0][5], vec![false, false, false, false, false, true, false]);
     }
 
+    /// Multiverse attention in training: changing one path's tokens leaves its sibling's logits
+    /// unchanged; changing the shared prefix changes them (issue 11, item 5).
+    #[test]
+    fn sibling_paths_are_blind_to_each_other_and_see_the_prefix() {
+        let model = crate::model::Decoder::<TestBackend>::init(&crate::model::config::tiny_for_tests(), &Default::default())
+            .unwrap();
+        // prefix 0..3 (seg 0), path A 3..6 (seg 1), path B 6..9 (seg 2), conclusion 9..11 (seg 3).
+        let logits = |ids: &[i32]| -> Vec<Vec<f32>> {
+            let mut r = row(ids, &[true; 11], &[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]);
+            r.position_ids = vec![0, 1, 2, 3, 4, 5, 3, 4, 5, 6, 7];
+            r.segment_parents = vec![vec![], vec![0], vec![0], vec![0, 1, 2]];
+            let b = collate::<TestBackend>(&[r], &Default::default()).unwrap();
+            let out = model.logits(model.hidden(b.input_ids, b.position_ids, &b.mask));
+            let v: Vec<f32> = out.into_data().to_vec().unwrap();
+            v.chunks(64).map(<[f32]>::to_vec).collect()
+        };
+        let same = |a: &[Vec<f32>], b: &[Vec<f32>], range: std::ops::Range<usize>| {
+            range.into_iter().all(|i| a[i].iter().zip(&b[i]).all(|(x, y)| (x - y).abs() < 1e-6))
+        };
+        let base = logits(&[1, 2, 3, 10, 11, 12, 20, 21, 22, 30, 31]);
+        let path_a_changed = logits(&[1, 2, 3, 13, 14, 15, 20, 21, 22, 30, 31]);
+        assert!(same(&base, &path_a_changed, 6..9), "path B saw path A");
+        assert!(same(&base, &path_a_changed, 0..3), "the prefix saw path A");
+        assert!(!same(&base, &path_a_changed, 3..6) && !same(&base, &path_a_changed, 9..11));
+        let prefix_changed = logits(&[1, 5, 3, 10, 11, 12, 20, 21, 22, 30, 31]);
+        assert!(!same(&base, &prefix_changed, 6..9), "path B must see the prefix");
+        // Path B at the same positions as path A with the same tokens gives the same logits.
+        let twins = logits(&[1, 2, 3, 10, 11, 12, 10, 11, 12, 30, 31]);
+        assert!((0..3).all(|j| twins[3 + j].iter().zip(&twins[6 + j]).all(|(x, y)| (x - y).abs() < 1e-5)));
+    }
+
     #[test]
     fn a_batch_without_loss_tokens_is_an_error() {
         let r = row(&[1, 2, 3], &[true, false, false], &[0, 0, 0]);
