@@ -99,7 +99,10 @@ fn quickstart_imports_trains_a_tokenizer_tokenizes_and_reports() {
     // The recipe's 120 CPU steps memorise the sample: greedy answers come back from the export.
     assert!(out.contains("$ firebrand generate qs/export"), "{out}");
     // The VIF-RAG loop ran with the exported model: 16 prompts, 2 answers each, all judged.
-    assert!(out.contains("wrote 16 prompts from <embedded sample> into qs/vifrag.lance"), "{out}");
+    assert!(
+        out.contains("wrote 16 prompts from <embedded sample> into qs/vifrag.lance"),
+        "{out}"
+    );
     assert!(out.contains(" of 32 responses passed all their instructions)"), "{out}");
     assert!(
         out.contains("\nTokyo.\n"),

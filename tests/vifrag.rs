@@ -134,7 +134,7 @@ fn sample_queries_are_answered_verified_and_kept_then_scored() {
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
     assert!(text(&o).1.contains("have no response"), "{:?}", text(&o));
 
-    // Resume: nothing is asked twice.
+    // Resume: kept prompts are not asked again; the ones left out are (only kept rows are recorded).
     let before = server.requests().len();
     let o = firebrand(
         d,

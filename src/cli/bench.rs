@@ -1,5 +1,8 @@
 //! `firebrand bench matmul`: the backend's square matmul throughput per dtype, the number that
 //! bounds every training step (see BENCHMARKS.md for how it compares with PyTorch on one card).
+//! `firebrand bench multiverse`: wall-clock of Multiverse parallel generation (fork at `</Goal>`,
+//! paths as a batch) against generating the same number of tokens sequentially, on a randomly
+//! initialised model whose prompt ends at a goal with `--paths` outlines.
 //!
 //! Warm-up iterations (kernel compilation and autotuning) are timed and printed separately from
 //! the measured ones; the device is synchronised before each clock read.
@@ -19,6 +22,30 @@ use half::{bf16, f16};
 pub enum BenchCommand {
     /// Square matmul throughput in TFLOP/s.
     Matmul(MatmulArgs),
+    /// Multiverse fork/join generation against sequential generation of the same token count.
+    Multiverse(MultiverseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MultiverseArgs {
+    /// Paths per fork (outlines in the prompt's goal).
+    #[arg(long, default_value_t = 4)]
+    paths: usize,
+    /// Tokens per path (at least 31: the engine does not fork within 30 tokens of its budget).
+    #[arg(long, default_value_t = 128)]
+    path_tokens: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Model depth.
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// Timed repetitions of each (after one warm-up run of each).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,6 +73,16 @@ pub struct MatmulArgs {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Multiverse(a) => {
+            let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
+            match device {
+                DeviceSpec::Cpu => multiverse::<NdArray<f32>>(&a, &Default::default()),
+                DeviceSpec::Cuda(i) => {
+                    firebrand_train::device::configure_kernel_cache();
+                    multiverse::<Cuda<f32>>(&a, &burn::backend::cuda::CudaDevice::new(i))
+                }
+            }
+        }
         BenchCommand::Matmul(a) => {
             let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
             match (device, a.dtype) {
@@ -90,6 +127,118 @@ fn matmul<B: Backend>(a: &MatmulArgs, device: &B::Device) -> anyhow::Result<Exit
         a.device,
         secs * 1e3,
         std::any::type_name::<B::FloatElem>()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn multiverse<B: Backend>(a: &MultiverseArgs, device: &B::Device) -> anyhow::Result<ExitCode> {
+    use firebrand_train::generate::parallel::{ParallelParams, generate_parallel};
+    use firebrand_train::generate::{SamplingParams, generate};
+
+    anyhow::ensure!(a.paths >= 2, "--paths must be at least 2");
+    anyhow::ensure!(a.path_tokens > 30, "--path-tokens must be above 30");
+    let texts: Vec<String> = (0..64)
+        .map(|i| format!("Question {i}: split the problem into independent cases and solve each one, case {i}."))
+        .collect();
+    let tokenizer = firebrand_data::tokenizer::train_bpe(
+        &texts,
+        &firebrand_data::tokenizer::TrainOptions {
+            vocab_size: 512,
+            min_frequency: 1,
+            extra_special: firebrand_data::multiverse::TAGS.iter().map(|t| t.to_string()).collect(),
+        },
+    )?;
+    let heads = (a.hidden / 64).max(1);
+    let config = firebrand_train::ModelConfig {
+        model_type: firebrand_train::model::ModelType::Llama,
+        hidden_size: a.hidden,
+        intermediate_size: a.hidden * 8 / 3,
+        num_attention_heads: heads,
+        num_key_value_heads: heads,
+        num_hidden_layers: a.layers,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        vocab_size: tokenizer.get_vocab_size(true),
+        max_position_embeddings: 4096,
+        tie_word_embeddings: true,
+        attention_bias: false,
+        head_dim: a.hidden / heads,
+        initializer_range: 0.02,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    let model = firebrand_train::Decoder::<B>::init(&config, device)?;
+    let outlines: String = (1..=a.paths)
+        .map(|i| format!("<Outline>\n{i}: case {i}\n</Outline>\n"))
+        .collect();
+    let prompt_text =
+        format!("Question: solve every case.<Think>\nLet's think in parallel.\n<Parallel>\n<Goal>\n{outlines}</Goal>");
+    let prompt: Vec<u32> = tokenizer
+        .encode(prompt_text.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .get_ids()
+        .to_vec();
+    let opening = tokenizer
+        .encode("\n<Path>\n1:", false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .len();
+    let sampling = SamplingParams {
+        max_new_tokens: opening + a.path_tokens,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let params = ParallelParams {
+        sampling: sampling.clone(),
+        max_paths: a.paths,
+    };
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"));
+    let mut parallel_s = Vec::new();
+    let mut sequential_s = Vec::new();
+    let mut generated = 0;
+    for rep in 0..=a.repeats {
+        sync()?;
+        let t = Instant::now();
+        let out = generate_parallel(&model, &tokenizer, &prompt, &params)?;
+        sync()?;
+        let p = t.elapsed().as_secs_f64();
+        anyhow::ensure!(out.forks.len() == 1, "the prompt did not fork");
+        generated = out.tokens.len();
+        // The same number of new tokens, one after another.
+        let t = Instant::now();
+        let seq = generate(
+            &model,
+            &tokenizer,
+            std::slice::from_ref(&prompt),
+            &SamplingParams {
+                max_new_tokens: generated,
+                ..sampling.clone()
+            },
+        )?;
+        sync()?;
+        let s = t.elapsed().as_secs_f64();
+        anyhow::ensure!(seq[0].tokens.len() == generated, "sequential run stopped early");
+        if rep > 0 {
+            parallel_s.push(p);
+            sequential_s.push(s);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, s) = (median(&mut parallel_s), median(&mut sequential_s));
+    println!(
+        "multiverse generation on {}: {} paths x {} tokens ({generated} new tokens, model {} params): parallel {:.3} s ({:.0} tok/s), sequential {:.3} s ({:.0} tok/s), speedup {:.2}x (median of {})",
+        a.device,
+        a.paths,
+        a.path_tokens,
+        config.num_parameters(),
+        p,
+        generated as f64 / p,
+        s,
+        generated as f64 / s,
+        s / p,
+        a.repeats
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -103,7 +103,8 @@ fn follow(a: &FollowArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let judged = Judged::new(&item.verifiers, &response);
-        let ids: Vec<String> = item.verifiers.iter().map(|v| v.spec.id.clone()).collect();
+        // Aliases (FollowRAG's names) are reported under the canonical id and its category.
+        let ids: Vec<String> = item.verifiers.iter().map(|v| v.kind.id.to_string()).collect();
         report.add(&ids, &judged);
         if a.details.is_some() {
             details.push(Detail::new(

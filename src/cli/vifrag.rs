@@ -119,7 +119,10 @@ fn queries(a: &VifragArgs) -> anyhow::Result<(String, Vec<Query>)> {
             p.display().to_string(),
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         ),
-        _ => bail!("give an input (JSONL or dataset) or --sample, not both"),
+        (None, false) => {
+            bail!("give an input (JSONL, or a prompts or chat dataset), or --sample for the embedded queries")
+        }
+        (Some(_), true) => bail!("give an input or --sample, not both"),
     };
     let source = if a.sample {
         "vifrag-sample".to_string()
@@ -143,8 +146,9 @@ fn queries(a: &VifragArgs) -> anyhow::Result<(String, Vec<Query>)> {
     Ok((name, out))
 }
 
-/// Queries from a `prompts` dataset (the last user message; passages from `meta.passages` when it
-/// holds a list) or a `chat` dataset (the first user message).
+/// Queries from a `prompts` dataset (`meta.query` when a synthesizer recorded the bare question,
+/// else the last user message; passages from `meta.passages` when it holds a list) or a `chat`
+/// dataset (the first user message).
 fn dataset_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
     let ds = Dataset::open(path)?;
     let source = path
@@ -167,11 +171,15 @@ fn dataset_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
                     .get("passages")
                     .and_then(|p| serde_json::from_value(p.clone()).ok())
                     .unwrap_or_default();
+                let query = meta
+                    .get("query")
+                    .and_then(serde_json::Value::as_str)
+                    .map_or_else(|| q.content.clone(), str::to_string);
                 out.push(Query {
                     id: row.id.clone(),
                     source: source.clone(),
                     context: QueryContext {
-                        query: q.content.clone(),
+                        query,
                         passages,
                         answer: row.answer.clone(),
                     },
@@ -209,12 +217,16 @@ fn dataset_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
 
 fn generator(a: &VifragArgs) -> anyhow::Result<Box<dyn Generator>> {
     match (&a.endpoint, &a.model) {
-        (Some(url), Some(name)) => Ok(Box::new(OpenAiGenerator::new(OpenAiConfig {
-            key_env: a.key_env.clone(),
-            concurrency: a.concurrency,
-            timeout: Duration::from_secs(a.timeout),
-            ..OpenAiConfig::new(url.clone(), name.clone())
-        }))),
+        (Some(url), Some(name)) => Ok(Box::new(
+            OpenAiGenerator::new(OpenAiConfig {
+                key_env: a.key_env.clone(),
+                concurrency: a.concurrency,
+                timeout: Duration::from_secs(a.timeout),
+                ..OpenAiConfig::new(url.clone(), name.clone())
+            })
+            .map_err(anyhow::Error::msg)
+            .context("--endpoint")?,
+        )),
         (Some(_), None) => bail!("--endpoint needs --model NAME (the model the server serves)"),
         (None, Some(path)) => local_generator(Path::new(path), &a.device),
         (None, None) => bail!("--generate needs --endpoint URL --model NAME, or --model DIR (a local checkpoint)"),
@@ -305,6 +317,20 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
         for line in stats.lines() {
             println!("  {line}");
         }
+    }
+    if a.resume && !report.dropped.is_empty() {
+        println!("note: --resume asks again for prompts left out before (only kept rows are recorded)");
+    }
+    let asked = report.read - report.already_done;
+    let failed: usize = report
+        .dropped
+        .iter()
+        .filter(|(why, _)| why.starts_with("generation failed"))
+        .map(|(_, n)| n)
+        .sum();
+    if asked > 0 && failed == asked {
+        eprintln!("every generation request failed; see the reasons above");
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

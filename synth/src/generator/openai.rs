@@ -112,19 +112,29 @@ enum TryError {
 
 impl OpenAiGenerator {
     /// A client for `config`, reading the key from `config.key_env` now.
-    pub fn new(config: OpenAiConfig) -> Self {
+    ///
+    /// # Errors
+    /// When the endpoint is not an http(s) URL.
+    pub fn new(config: OpenAiConfig) -> Result<Self, String> {
+        let url = config.url();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "endpoint `{}` is not an http:// or https:// URL (e.g. http://localhost:8000/v1)",
+                config.endpoint
+            ));
+        }
         let key = std::env::var(&config.key_env).ok().filter(|k| !k.is_empty());
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(config.connect_timeout)
             .timeout(config.timeout)
             .build();
-        OpenAiGenerator {
-            url: config.url(),
+        Ok(OpenAiGenerator {
+            url,
             config,
             key,
             agent,
             stats: Mutex::new(RequestStats::default()),
-        }
+        })
     }
 
     /// Requests sent so far.
@@ -177,26 +187,34 @@ impl OpenAiGenerator {
             "seed": seed,
         })
         .to_string();
-        let mut wait = self.config.backoff;
         let mut last = String::new();
+        let mut asked: Option<Duration> = None;
         for attempt in 0..=self.config.max_retries {
             if attempt > 0 {
+                // Exponential backoff, or the server's Retry-After when it asks for longer.
+                let backoff = self.config.backoff.saturating_mul(1 << (attempt - 1).min(16));
+                let wait = backoff.max(asked.unwrap_or_default()).min(self.config.max_backoff);
                 std::thread::sleep(wait);
-                wait = (wait * 2).min(self.config.max_backoff);
             }
             self.count(attempt > 0);
             match self.try_once(&body) {
                 Ok(answers) => return Ok(answers),
-                Err(TryError::Fatal(why)) => return Err(why),
+                Err(TryError::Fatal(why)) => return Err(self.redact(why)),
                 Err(TryError::Retry { why, after }) => {
-                    if let Some(after) = after {
-                        wait = after.min(self.config.max_backoff);
-                    }
+                    asked = after;
                     last = why;
                 }
             }
         }
-        Err(format!("{last} (gave up after {} tries)", self.config.max_retries + 1))
+        Err(self.redact(format!("{last} (gave up after {} tries)", self.config.max_retries + 1)))
+    }
+
+    /// Replaces the key, should a server or proxy echo it back, by `***`.
+    fn redact(&self, text: String) -> String {
+        match &self.key {
+            Some(k) if k.len() >= 4 && text.contains(k.as_str()) => text.replace(k.as_str(), "***"),
+            _ => text,
+        }
     }
 
     fn try_once(&self, body: &str) -> Result<Vec<String>, TryError> {
@@ -220,9 +238,11 @@ impl OpenAiGenerator {
                 });
             }
             Err(ureq::Error::Transport(t)) => {
-                return Err(TryError::Retry {
-                    why: format!("{}: {}", self.url, t.kind()),
-                    after: None,
+                let why = format!("{}: {t}", self.url);
+                // A malformed URL or an unknown scheme does not get better by waiting.
+                return Err(match t.kind() {
+                    ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => TryError::Fatal(why),
+                    _ => TryError::Retry { why, after: None },
                 });
             }
         };
@@ -250,23 +270,25 @@ fn server_message(body: &str) -> String {
     body.chars().take(200).collect()
 }
 
-/// The `choices[].message.content` of a chat-completions reply.
+/// The `choices[].message.content` of a chat-completions reply. A choice without text content
+/// (a refusal by a content filter, a tool call) is skipped; the caller asks again for the rest.
 fn parse_choices(text: &str) -> Result<Vec<String>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
     let choices = v
         .get("choices")
         .and_then(Value::as_array)
         .ok_or_else(|| "no `choices` list".to_string())?;
-    choices
+    if choices.iter().any(|c| c.get("message").is_none()) {
+        return Err("a choice has no `message`".into());
+    }
+    Ok(choices
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
+        .filter_map(|c| {
             c.pointer("/message/content")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| format!("choice {i} has no message.content string"))
         })
-        .collect()
+        .collect())
 }
 
 impl Generator for OpenAiGenerator {
@@ -345,7 +367,8 @@ mod tests {
         let g = OpenAiGenerator::new(OpenAiConfig {
             concurrency: 4,
             ..config(&server.url())
-        });
+        })
+        .unwrap();
         let convos: Vec<_> = (0..10).map(|i| convo(&format!("question {i}"))).collect();
         let params = GenParams {
             n: 3,
@@ -372,7 +395,7 @@ mod tests {
             Behaviour::Status(500),
             Behaviour::Status(503),
         ]);
-        let g = OpenAiGenerator::new(config(&server.url()));
+        let g = OpenAiGenerator::new(config(&server.url())).unwrap();
         let out = g.generate(&[convo("hi")], &GenParams::default());
         assert_eq!(out[0].as_deref().unwrap(), ["echo 0: hi".to_string()]);
         assert_eq!(
@@ -387,7 +410,7 @@ mod tests {
     #[test]
     fn gives_up_after_max_retries_and_names_the_status() {
         let server = Responder::start(vec![Behaviour::Status(500); 10]);
-        let g = OpenAiGenerator::new(config(&server.url()));
+        let g = OpenAiGenerator::new(config(&server.url())).unwrap();
         let out = g.generate(&[convo("hi")], &GenParams::default());
         let err = out[0].as_ref().unwrap_err();
         assert!(
@@ -400,7 +423,7 @@ mod tests {
     #[test]
     fn client_errors_are_not_retried() {
         let server = Responder::start(vec![Behaviour::Status(401)]);
-        let g = OpenAiGenerator::new(config(&server.url()));
+        let g = OpenAiGenerator::new(config(&server.url())).unwrap();
         let err = g.generate(&[convo("hi")], &GenParams::default()).remove(0).unwrap_err();
         assert!(err.contains("HTTP 401") && err.contains("test error 401"), "{err}");
         assert_eq!(g.stats().requests, 1);
@@ -409,11 +432,11 @@ mod tests {
     #[test]
     fn malformed_replies_are_retried_and_reported() {
         let server = Responder::start(vec![Behaviour::Malformed; 10]);
-        let g = OpenAiGenerator::new(config(&server.url()));
+        let g = OpenAiGenerator::new(config(&server.url())).unwrap();
         let err = g.generate(&[convo("hi")], &GenParams::default()).remove(0).unwrap_err();
         assert!(err.contains("malformed reply"), "{err}");
         let server = Responder::start(vec![Behaviour::Malformed, Behaviour::NoChoices]);
-        let g = OpenAiGenerator::new(config(&server.url()));
+        let g = OpenAiGenerator::new(config(&server.url())).unwrap();
         assert!(g.generate(&[convo("hi")], &GenParams::default())[0].is_ok());
     }
 
@@ -424,7 +447,8 @@ mod tests {
             timeout: Duration::from_millis(200),
             max_retries: 1,
             ..config(&server.url())
-        });
+        })
+        .unwrap();
         let t = Instant::now();
         let err = g.generate(&[convo("hi")], &GenParams::default()).remove(0).unwrap_err();
         assert!(err.contains("gave up after 2 tries"), "{err}");
@@ -432,9 +456,15 @@ mod tests {
     }
 
     #[test]
+    fn bad_urls_fail_at_once() {
+        let err = OpenAiGenerator::new(config("localhost:8000/v1")).unwrap_err();
+        assert!(err.contains("not an http"), "{err}");
+    }
+
+    #[test]
     fn fewer_choices_than_n_are_topped_up() {
         let server = Responder::start(vec![Behaviour::OneChoice, Behaviour::OneChoice]);
-        let g = OpenAiGenerator::new(config(&server.url()));
+        let g = OpenAiGenerator::new(config(&server.url())).unwrap();
         let out = g.generate(
             &[convo("hi")],
             &GenParams {
@@ -455,7 +485,8 @@ mod tests {
         let g = OpenAiGenerator::new(OpenAiConfig {
             key_env: "FIREBRAND_TEST_KEY_7".into(),
             ..config(&server.url())
-        });
+        })
+        .unwrap();
         let err = g.generate(&[convo("hi")], &GenParams::default()).remove(0).unwrap_err();
         assert!(!err.contains("sk-secret") && !format!("{g:?}").contains("sk-secret"));
         assert!(format!("{g:?}").contains("key: \"set\""));

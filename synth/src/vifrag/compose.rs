@@ -43,6 +43,7 @@ const TABLE: &[(&str, Rule)] = &[
             "startend:start_with",
             "format:answer_then_reasons",
             "keywords:no_mention",
+            "length_constraints:nth_paragraph_first_word",
         ]),
     ),
     (
@@ -88,9 +89,32 @@ const TABLE: &[(&str, Rule)] = &[
     ),
     (
         "change_case:capital_word_frequency",
-        Only(&["change_case:english_lowercase", "change_case:english_capital"]),
+        // Ours: section markers can be capital words.
+        Only(&[
+            "change_case:english_lowercase",
+            "change_case:english_capital",
+            "detectable_format:multiple_sections",
+        ]),
     ),
-    ("change_case:english_lowercase", Only(&["change_case:english_capital"])),
+    (
+        "change_case:english_lowercase",
+        // Ours: markers and quotes whose case is fixed.
+        Only(&[
+            "change_case:english_capital",
+            "detectable_format:multiple_sections",
+            "rag:sources_line",
+            "rag:quote_verbatim",
+        ]),
+    ),
+    (
+        "change_case:english_capital",
+        Only(&[
+            "detectable_format:multiple_sections",
+            "rag:sources_line",
+            "rag:quote_verbatim",
+            "format:wrapped_answer",
+        ]),
+    ),
     ("startend:quotation", Only(&["detectable_format:title"])),
     // Ours.
     (
@@ -239,6 +263,52 @@ pub fn conflicts(a: &str, b: &str) -> bool {
     a == b || one_way(a, b) || one_way(b, a)
 }
 
+fn kwarg_str<'a>(s: &'a Spec, name: &str) -> &'a str {
+    s.kwargs.get(name).and_then(serde_json::Value::as_str).unwrap_or("")
+}
+
+fn kwarg_strs(s: &Spec, name: &str) -> Vec<String> {
+    s.kwargs
+        .get(name)
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_lowercase)).collect())
+        .unwrap_or_default()
+}
+
+fn one_way_clash(a: &Spec, b: &Spec) -> bool {
+    match (a.id.as_str(), b.id.as_str()) {
+        ("combination:repeat_prompt", "punctuation:no_comma") => kwarg_str(a, "prompt_to_repeat").contains(','),
+        ("startend:start_with", "punctuation:no_comma") => kwarg_str(a, "start_phrase").contains(','),
+        ("startend:end_checker", "punctuation:no_comma") => kwarg_str(a, "end_phrase").contains(','),
+        ("keywords:no_mention", other) => {
+            let needed = match other {
+                "keywords:existence" => kwarg_strs(b, "keywords").join(" "),
+                "keywords:frequency" => kwarg_str(b, "keyword").to_lowercase(),
+                "combination:repeat_prompt" => kwarg_str(b, "prompt_to_repeat").to_lowercase(),
+                "rag:include_answer" => kwarg_str(b, "answer").to_lowercase(),
+                _ => return false,
+            };
+            kwarg_strs(a, "phrases")
+                .iter()
+                .any(|p| needed.contains(p.as_str()) || p.contains(needed.as_str()) && !needed.is_empty())
+        }
+        ("keywords:forbidden_words", "rag:include_answer") => {
+            let answer = kwarg_str(b, "answer").to_lowercase();
+            kwarg_strs(a, "forbidden_words")
+                .iter()
+                .any(|w| answer.contains(w.as_str()))
+        }
+        _ => false,
+    }
+}
+
+/// Whether two drawn instructions clash through their parameters although their kinds do not:
+/// a question to repeat, a start or end phrase that has a comma under `no_comma`; a phrase not
+/// to mention that a keyword, the question or the answer needs; a forbidden word in the answer.
+pub fn clash(a: &Spec, b: &Spec) -> bool {
+    one_way_clash(a, b) || one_way_clash(b, a)
+}
+
 /// How many instructions a sample gets, and from which kinds.
 #[derive(Debug, Clone)]
 pub struct ComposeOptions {
@@ -309,10 +379,13 @@ pub fn compose(rng: &mut StdRng, ctx: &Context, opts: &ComposeOptions) -> Vec<Sp
             continue;
         }
         if let Some(kwargs) = (kind.sample)(rng, ctx) {
-            chosen.push(Spec {
+            let spec = Spec {
                 id: kind.id.to_string(),
                 kwargs,
-            });
+            };
+            if !chosen.iter().any(|c| clash(c, &spec)) {
+                chosen.push(spec);
+            }
         }
     }
     chosen
@@ -334,6 +407,42 @@ mod tests {
                 assert!(kind(other).is_some_and(|k| k.id == *other), "{id} names {other}");
             }
         }
+    }
+
+    #[test]
+    fn parameter_clashes_are_caught() {
+        let spec = |id: &str, kwargs: serde_json::Value| Spec {
+            id: id.into(),
+            kwargs: kwargs.as_object().unwrap().clone(),
+        };
+        let no_comma = spec("punctuation:no_comma", serde_json::json!({}));
+        assert!(clash(
+            &spec(
+                "combination:repeat_prompt",
+                serde_json::json!({"prompt_to_repeat": "Who, and why?"})
+            ),
+            &no_comma
+        ));
+        assert!(!clash(
+            &spec(
+                "combination:repeat_prompt",
+                serde_json::json!({"prompt_to_repeat": "Who?"})
+            ),
+            &no_comma
+        ));
+        let avoid = spec("keywords:no_mention", serde_json::json!({"phrases": ["Vienna"]}));
+        assert!(clash(
+            &spec("keywords:existence", serde_json::json!({"keywords": ["vienna"]})),
+            &avoid
+        ));
+        assert!(clash(
+            &avoid,
+            &spec("rag:include_answer", serde_json::json!({"answer": "Vienna"}))
+        ));
+        assert!(!clash(
+            &avoid,
+            &spec("keywords:existence", serde_json::json!({"keywords": ["danube"]}))
+        ));
     }
 
     #[test]
@@ -395,6 +504,7 @@ mod tests {
                 Verifier::build(a.clone()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
                 for b in &specs[i + 1..] {
                     assert!(!conflicts(&a.id, &b.id), "seed {seed}: {} with {}", a.id, b.id);
+                    assert!(!clash(a, b), "seed {seed}: {a:?} with {b:?}");
                 }
             }
         }

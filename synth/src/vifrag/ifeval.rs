@@ -71,6 +71,9 @@ fn pick(rng: &mut StdRng, words: &[String], n: usize) -> Option<Vec<String>> {
 
 fn build_existence(kw: &Kw) -> Result<CheckFn, VerifierError> {
     let mut words = kw.strs("keywords")?;
+    if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
+        return Err(kw.err("keywords", "needs at least one non-empty keyword"));
+    }
     words.sort();
     let res: Vec<Regex> = words
         .iter()
@@ -86,7 +89,10 @@ fn sample_existence(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
 
 fn build_frequency(kw: &Kw) -> Result<CheckFn, VerifierError> {
     let keyword = kw.str("keyword")?.trim().to_string();
-    let n = kw.int("frequency")?;
+    if keyword.is_empty() {
+        return Err(kw.err("keyword", "is empty"));
+    }
+    let n = kw.count("frequency")?;
     let rel = kw.relation("relation")?;
     let re = kw.regex("keyword", &keyword)?;
     Ok(Box::new(move |r| rel.holds(re.find_iter(r).count() as i64, n)))
@@ -105,6 +111,9 @@ fn sample_frequency(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
 
 fn build_forbidden(kw: &Kw) -> Result<CheckFn, VerifierError> {
     let mut words = kw.strs("forbidden_words")?;
+    if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
+        return Err(kw.err("forbidden_words", "needs at least one non-empty word"));
+    }
     words.sort();
     words.dedup();
     let res: Vec<Regex> = words
@@ -177,7 +186,7 @@ fn sample_language(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 // ---- length ----
 
 fn build_sentences(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_sentences")?;
+    let n = kw.count("num_sentences")?;
     let rel = kw.relation("relation")?;
     Ok(Box::new(move |r| rel.holds(text::count_sentences(r) as i64, n)))
 }
@@ -210,7 +219,7 @@ fn paragraphs_divided(r: &str) -> Option<usize> {
 }
 
 fn build_paragraphs(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_paragraphs")?;
+    let n = kw.count("num_paragraphs")?;
     Ok(Box::new(move |r| paragraphs_divided(r).is_some_and(|c| c as i64 == n)))
 }
 
@@ -219,7 +228,7 @@ fn sample_paragraphs(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 }
 
 fn build_words(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_words")?;
+    let n = kw.count("num_words")?;
     let rel = kw.relation("relation")?;
     Ok(Box::new(move |r| rel.holds(text::count_words(r) as i64, n)))
 }
@@ -235,7 +244,7 @@ fn sample_words(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 }
 
 fn build_first_word(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let num = kw.int("num_paragraphs")?;
+    let num = kw.count("num_paragraphs")?;
     let nth = kw.int("nth_paragraph")?;
     let want = kw.str("first_word")?.to_lowercase();
     if nth <= 0 {
@@ -282,7 +291,7 @@ fn sample_first_word(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 // ---- detectable content ----
 
 fn build_placeholders(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_placeholders")?;
+    let n = kw.count("num_placeholders")?;
     let re = Regex::new(r"\[.*?\]").expect("static regex");
     Ok(Box::new(move |r| re.find_iter(r).count() as i64 >= n))
 }
@@ -312,7 +321,7 @@ fn sample_postscript(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 // ---- detectable format ----
 
 fn build_bullets(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_bullets")?;
+    let n = kw.count("num_bullets")?;
     let star = Regex::new(r"(?m)^\s*\*[^\*].*$").expect("static regex");
     let dash = Regex::new(r"(?m)^\s*-.*$").expect("static regex");
     Ok(Box::new(move |r| {
@@ -335,7 +344,7 @@ fn build_constrained(_: &Kw) -> Result<CheckFn, VerifierError> {
 }
 
 fn build_highlights(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_highlights")?;
+    let n = kw.count("num_highlights")?;
     let single = Regex::new(r"\*[^\n\*]*\*").expect("static regex");
     let double = Regex::new(r"\*\*[^\n\*]*\*\*").expect("static regex");
     Ok(Box::new(move |r| {
@@ -360,7 +369,7 @@ fn sample_highlights(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 
 fn build_sections(kw: &Kw) -> Result<CheckFn, VerifierError> {
     let splitter = kw.str("section_spliter")?.trim().to_string();
-    let n = kw.int("num_sections")?;
+    let n = kw.count("num_sections")?;
     let re = Regex::new(&format!(r"\s?{splitter}\s?\d+\s?"))
         .map_err(|e| kw.err("section_spliter", format!("`{splitter}` is not a valid pattern: {e}")))?;
     Ok(Box::new(move |r| re.find_iter(r).count() as i64 >= n))
@@ -448,7 +457,7 @@ fn sample_end(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 // ---- case, punctuation, quotation ----
 
 fn build_capital_words(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("capital_frequency")?;
+    let n = kw.count("capital_frequency")?;
     let rel = kw.relation("capital_relation")?;
     Ok(Box::new(move |r| {
         let count = text::word_tokens(r).iter().filter(|w| text::py_isupper(w)).count();
@@ -695,7 +704,7 @@ pub static KINDS: [Kind; 25] = [
         phrasings: &[
             "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.",
             "Give your answer a title in double angle brackets, like <<title>>.",
-            "Start with a title written as <<title>>.",
+            "Include a title written as <<title>>.",
         ],
         sample: none,
     },

@@ -65,13 +65,7 @@ impl Query {
         let answer = match field(&["answer", "answers", "answer_gold"]) {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
-                    .collect::<Vec<_>>()
-                    .join("/"),
-            ),
+            Some(Value::Array(items)) => Some(flatten_answers(items).join("/")),
             Some(other) => Some(other.to_string()),
         };
         let id = match field(&["id", "key"]) {
@@ -89,6 +83,19 @@ impl Query {
             },
         })
     }
+}
+
+/// Answer aliases from a list that may nest (NQ-style alias groups), in order.
+fn flatten_answers(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .flat_map(|i| match i {
+            Value::Array(inner) => flatten_answers(inner),
+            Value::String(s) => vec![s.clone()],
+            Value::Null => vec![],
+            other => vec![other.to_string()],
+        })
+        .collect()
 }
 
 fn passage(v: &Value) -> Result<Passage, String> {
@@ -189,7 +196,7 @@ mod tests {
 
     fn query() -> Query {
         Query::from_json(
-            &json!({"question": "Who wrote Hamlet?", "docs": [{"title": "Hamlet", "content": "Hamlet is a tragedy by William Shakespeare."}, "Shakespeare was born in Stratford."], "answers": ["William Shakespeare", "Shakespeare"], "key": 7}),
+            &json!({"question": "Who wrote Hamlet?", "docs": [{"title": "Hamlet", "content": "Hamlet is a tragedy by William Shakespeare."}, "Shakespeare was born in Stratford."], "answers": [["William Shakespeare", "Shakespeare"]], "key": 7}),
             "row-0",
             "test",
         )

@@ -153,6 +153,15 @@ impl<'a> Kw<'a> {
         }
     }
 
+    /// A non-negative integer kwarg (a count or threshold).
+    pub fn count(&self, name: &str) -> Result<i64, VerifierError> {
+        let n = self.int(name)?;
+        if n < 0 {
+            return Err(self.err(name, format!("{n} is negative")));
+        }
+        Ok(n)
+    }
+
     /// A string kwarg.
     pub fn str(&self, name: &str) -> Result<&'a str, VerifierError> {
         match self.get(name) {

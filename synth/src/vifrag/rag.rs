@@ -48,22 +48,60 @@ fn squash(s: &str) -> String {
         .join(" ")
 }
 
+/// Whether `needle` occurs in `hay` with no letter or digit right before or after it.
+fn contains_word(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return false;
+    }
+    let mut from = 0;
+    while let Some(i) = hay[from..].find(needle) {
+        let at = from + i;
+        let end = at + needle.len();
+        let before = hay[..at].chars().next_back().is_some_and(char::is_alphanumeric);
+        let after = hay[end..].chars().next().is_some_and(char::is_alphanumeric);
+        if !before && !after {
+            return true;
+        }
+        from = at + needle.chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
 // ---- citations ----
 
 fn build_cite_count(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_citations")?;
-    Ok(Box::new(move |r| citations(r).len() as i64 >= n))
+    let n = kw.count("num_citations")?;
+    // Optional: citations past the last passage do not count.
+    let p = if kw.get("num_passages").is_some() {
+        kw.count("num_passages")?
+    } else {
+        i64::MAX
+    };
+    Ok(Box::new(move |r| {
+        citations(r).iter().filter(|&&k| (1..=p).contains(&k)).count() as i64 >= n
+    }))
 }
 
 fn sample_cite_count(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
     let p = with_passages(ctx)?;
-    obj(json!({ "num_citations": rng.random_range(1..=p.min(3)) }))
+    obj(json!({ "num_citations": rng.random_range(1..=p.min(3)), "num_passages": p }))
 }
 
 fn build_cite_each(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let p = kw.int("num_passages")?;
+    let p = kw.count("num_passages")?;
     Ok(Box::new(move |r| {
-        let s = text::sentences(r);
+        // A citation standing alone after a sentence's period belongs to that sentence.
+        let mut s: Vec<String> = Vec::new();
+        for piece in text::sentences(r) {
+            let bare = CITATION.replace_all(piece, "");
+            match s.last_mut() {
+                Some(last) if py_strip(&bare).is_empty() => {
+                    last.push(' ');
+                    last.push_str(piece);
+                }
+                _ => s.push(piece.to_string()),
+            }
+        }
         !s.is_empty()
             && s.iter().all(|s| {
                 let c = citations(s);
@@ -114,7 +152,7 @@ fn sample_sources_line(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
 
 fn build_quote(kw: &Kw) -> Result<CheckFn, VerifierError> {
     let source = squash(kw.str("source")?);
-    let min = kw.int("min_words")?;
+    let min = kw.count("min_words")?;
     let quoted = Regex::new(r#""([^"]+)"|“([^”]+)”"#).expect("static regex");
     Ok(Box::new(move |r| {
         quoted.captures_iter(r).any(|c| {
@@ -126,9 +164,15 @@ fn build_quote(kw: &Kw) -> Result<CheckFn, VerifierError> {
 }
 
 fn sample_quote(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
-    let p = with_passages(ctx)?;
-    let k = rng.random_range(1..=p);
-    obj(json!({ "passage": k, "source": ctx.passages[k - 1].text, "min_words": rng.random_range(3..=8) }))
+    with_passages(ctx)?;
+    // A passage long enough to quote from; the quote asks for at most half of it.
+    let long: Vec<usize> = (0..ctx.passages.len())
+        .filter(|&i| text::count_words(&ctx.passages[i].text) >= 6)
+        .collect();
+    let &i = long.choose(rng)?;
+    let words = text::count_words(&ctx.passages[i].text);
+    let min = rng.random_range(3..=(words / 2).clamp(3, 8));
+    obj(json!({ "passage": i + 1, "source": ctx.passages[i].text, "min_words": min }))
 }
 
 fn build_include_answer(kw: &Kw) -> Result<CheckFn, VerifierError> {
@@ -143,7 +187,7 @@ fn build_include_answer(kw: &Kw) -> Result<CheckFn, VerifierError> {
     }
     Ok(Box::new(move |r| {
         let r = squash(r).to_lowercase();
-        answers.iter().any(|a| r.contains(a.as_str()))
+        answers.iter().any(|a| contains_word(&r, a))
     }))
 }
 
@@ -155,7 +199,7 @@ fn sample_include_answer(_: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
 // ---- length ----
 
 fn build_max_sentences(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("max_sentences")?;
+    let n = kw.count("max_sentences")?;
     Ok(Box::new(move |r| text::count_sentences(r) as i64 <= n))
 }
 
@@ -164,7 +208,7 @@ fn sample_max_sentences(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 }
 
 fn build_max_chars(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("max_chars")?;
+    let n = kw.count("max_chars")?;
     Ok(Box::new(move |r| py_strip(r).chars().count() as i64 <= n))
 }
 
@@ -200,8 +244,8 @@ fn sample_json_keys(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
 }
 
 fn build_table(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let rows = kw.int("min_rows")?;
-    let cols = kw.int("num_columns")?;
+    let rows = kw.count("min_rows")?;
+    let cols = kw.count("num_columns")?;
     let separator = Regex::new(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$").expect("static regex");
     Ok(Box::new(move |r| {
         let lines: Vec<&str> = r.lines().map(py_strip).collect();
@@ -226,7 +270,7 @@ fn sample_table(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 }
 
 fn build_numbered(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let n = kw.int("num_items")?;
+    let n = kw.count("num_items")?;
     let item = Regex::new(r"^\s*(\d+)[.)]\s+\S").expect("static regex");
     Ok(Box::new(move |r| {
         let numbers: Vec<i64> = r
@@ -242,7 +286,7 @@ fn sample_numbered(rng: &mut StdRng, _: &Context) -> Option<Kwargs> {
 }
 
 fn build_answer_first(kw: &Kw) -> Result<CheckFn, VerifierError> {
-    let max = kw.int("max_answer_words")?;
+    let max = kw.count("max_answer_words")?;
     let marker = kw.str("marker")?.to_lowercase();
     Ok(Box::new(move |r| {
         let mut lines = r.lines().map(py_strip).filter(|l| !l.is_empty());
@@ -314,27 +358,34 @@ fn build_no_mention(kw: &Kw) -> Result<CheckFn, VerifierError> {
     let phrases: Vec<String> = kw.strs("phrases")?.iter().map(|p| squash(p).to_lowercase()).collect();
     Ok(Box::new(move |r| {
         let r = squash(r).to_lowercase();
-        !phrases.iter().any(|p| !p.is_empty() && r.contains(p.as_str()))
+        !phrases.iter().any(|p| contains_word(&r, p))
     }))
 }
 
 fn sample_no_mention(rng: &mut StdRng, ctx: &Context) -> Option<Kwargs> {
     // A passage title the answer does not depend on, else a passage word.
     let answer = ctx.answer.as_deref().unwrap_or("").to_lowercase();
+    let query = ctx.query.to_lowercase();
+    // Nothing the question or the answer needs: the response may have to repeat the question or
+    // use its words for other instructions.
+    let free = |t: &str| {
+        let t = t.to_lowercase();
+        !query.contains(&t)
+            && !t
+                .split_whitespace()
+                .any(|w| contains_word(&query, w) || contains_word(&answer, w))
+            && (answer.is_empty() || !t.contains(&answer))
+    };
     let titles: Vec<String> = ctx
         .passages
         .iter()
         .map(|p| py_strip(&p.title).to_string())
-        .filter(|t| !t.is_empty() && !answer.contains(&t.to_lowercase()) && !t.to_lowercase().contains(&answer))
+        .filter(|t| !t.is_empty() && free(t))
         .collect();
     let phrase = match titles.choose(rng) {
         Some(t) => t.clone(),
         None => {
-            let query = ctx.query.to_lowercase();
-            let words: Vec<String> = content_words(ctx)
-                .into_iter()
-                .filter(|w| !query.contains(w.as_str()) && !answer.contains(w.as_str()))
-                .collect();
+            let words: Vec<String> = content_words(ctx).into_iter().filter(|w| free(w)).collect();
             words.choose(rng)?.clone()
         }
     };

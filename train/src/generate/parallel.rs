@@ -464,7 +464,11 @@ mod tests {
             .map(|&t| t as i64)
             .collect();
         let mask = AttentionMask::from_dense(allowed, [1, n, n], &device);
-        let hidden = model.hidden(int_tensor(all, [1, n], &device), int_tensor(positions, [1, n], &device), &mask);
+        let hidden = model.hidden(
+            int_tensor(all, [1, n], &device),
+            int_tensor(positions, [1, n], &device),
+            &mask,
+        );
         let logits: Vec<f32> = model
             .logits(hidden)
             .slice([0..1, n - lc..n, 0..64])
@@ -484,21 +488,23 @@ mod tests {
             n,
         );
         let plain: Vec<f32> = model
-            .logits(model.hidden(
-                int_tensor(
-                    prefix
-                        .iter()
-                        .chain(&path_a)
-                        .chain(&path_b)
-                        .chain(&conclusion)
-                        .map(|&t| t as i64)
-                        .collect(),
-                    [1, n],
-                    &device,
+            .logits(
+                model.hidden(
+                    int_tensor(
+                        prefix
+                            .iter()
+                            .chain(&path_a)
+                            .chain(&path_b)
+                            .chain(&conclusion)
+                            .map(|&t| t as i64)
+                            .collect(),
+                        [1, n],
+                        &device,
+                    ),
+                    int_tensor((0..n as i64).collect(), [1, n], &device),
+                    &causal,
                 ),
-                int_tensor((0..n as i64).collect(), [1, n], &device),
-                &causal,
-            ))
+            )
             .slice([0..1, n - lc..n, 0..64])
             .into_data()
             .to_vec()
@@ -526,6 +532,7 @@ mod tests {
             vocab_size: tok.get_vocab_size(true),
             ..crate::model::config::tiny_for_tests()
         };
+        B::seed(&Default::default(), 11);
         let model = Decoder::<B>::init(&config, &Default::default()).unwrap();
         let prompt_text = "Question: n squared mod 4.<Think>\nLet's think in parallel.\n<Parallel>\n<Goal>\n<Outline>\n1: even n\n</Outline>\n<Outline>\n2: odd n\n</Outline>\n<Outline>\n3: zero\n</Outline>\n</Goal>";
         let prompt = encode(&tok, prompt_text).unwrap();
@@ -548,7 +555,11 @@ mod tests {
         let fork = &out.forks[0];
         assert_eq!(fork.paths.len(), 3);
         assert_eq!((fork.at, fork.position), (0, prompt.len()));
-        assert_eq!(out.tokens, fork.paths.concat(), "the merged tokens are the paths in order");
+        assert_eq!(
+            out.tokens,
+            fork.paths.concat(),
+            "the merged tokens are the paths in order"
+        );
         assert!(out.critical_path <= 40);
         for (label, path) in ["1", "2", "3"].iter().zip(&fork.paths) {
             let opening = encode(&tok, &format!("\n<Path>\n{label}:")).unwrap();
@@ -570,6 +581,10 @@ mod tests {
         // longest path (the paths ran side by side, not one after another).
         let longest = fork.paths.iter().map(Vec::len).max().unwrap();
         let opening = encode(&tok, "\n<Path>\n1:").unwrap().len();
-        assert!(out.forward_passes <= 2 + longest - opening + 1, "{} passes", out.forward_passes);
+        assert!(
+            out.forward_passes <= 2 + longest - opening + 1,
+            "{} passes",
+            out.forward_passes
+        );
     }
 }

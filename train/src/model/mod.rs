@@ -124,11 +124,13 @@ impl<B: Backend> KvCache<B> {
                                 continue;
                             }
                             let idx: Vec<i64> = s.iter().map(|&i| i as i64).collect();
-                            let idx = Tensor::<B, 1, Int>::from_data(
-                                burn::tensor::TensorData::new(idx, [s.len()]),
-                                &device,
+                            let idx =
+                                Tensor::<B, 1, Int>::from_data(burn::tensor::TensorData::new(idx, [s.len()]), &device);
+                            parts.push(
+                                t.clone()
+                                    .slice([row..row + 1, 0..h, 0..t.dims()[2], 0..d])
+                                    .select(2, idx),
                             );
-                            parts.push(t.clone().slice([row..row + 1, 0..h, 0..t.dims()[2], 0..d]).select(2, idx));
                         }
                         Tensor::cat(parts, 2)
                     };

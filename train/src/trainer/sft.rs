@@ -201,8 +201,9 @@ mod tests {
     /// unchanged; changing the shared prefix changes them (issue 11, item 5).
     #[test]
     fn sibling_paths_are_blind_to_each_other_and_see_the_prefix() {
-        let model = crate::model::Decoder::<TestBackend>::init(&crate::model::config::tiny_for_tests(), &Default::default())
-            .unwrap();
+        let model =
+            crate::model::Decoder::<TestBackend>::init(&crate::model::config::tiny_for_tests(), &Default::default())
+                .unwrap();
         // prefix 0..3 (seg 0), path A 3..6 (seg 1), path B 6..9 (seg 2), conclusion 9..11 (seg 3).
         let logits = |ids: &[i32]| -> Vec<Vec<f32>> {
             let mut r = row(ids, &[true; 11], &[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]);
@@ -214,7 +215,9 @@ mod tests {
             v.chunks(64).map(<[f32]>::to_vec).collect()
         };
         let same = |a: &[Vec<f32>], b: &[Vec<f32>], range: std::ops::Range<usize>| {
-            range.into_iter().all(|i| a[i].iter().zip(&b[i]).all(|(x, y)| (x - y).abs() < 1e-6))
+            range
+                .into_iter()
+                .all(|i| a[i].iter().zip(&b[i]).all(|(x, y)| (x - y).abs() < 1e-6))
         };
         let base = logits(&[1, 2, 3, 10, 11, 12, 20, 21, 22, 30, 31]);
         let path_a_changed = logits(&[1, 2, 3, 13, 14, 15, 20, 21, 22, 30, 31]);
@@ -225,7 +228,12 @@ mod tests {
         assert!(!same(&base, &prefix_changed, 6..9), "path B must see the prefix");
         // Path B at the same positions as path A with the same tokens gives the same logits.
         let twins = logits(&[1, 2, 3, 10, 11, 12, 10, 11, 12, 30, 31]);
-        assert!((0..3).all(|j| twins[3 + j].iter().zip(&twins[6 + j]).all(|(x, y)| (x - y).abs() < 1e-5)));
+        assert!((0..3).all(|j| {
+            twins[3 + j]
+                .iter()
+                .zip(&twins[6 + j])
+                .all(|(x, y)| (x - y).abs() < 1e-5)
+        }));
     }
 
     #[test]
