@@ -23,34 +23,38 @@ fn voices(request: &serde_json::Value, i: usize) -> String {
     }
 }
 
+/// `firebrand synth vifrag` on the sample, answered by the endpoint at `url`, plus `extra` flags.
+fn synth(d: &std::path::Path, url: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "synth",
+        "vifrag",
+        "--sample",
+        "--out",
+        "p.lance",
+        "--per-query",
+        "4",
+        "--generate",
+        "chat.lance",
+        "--endpoint",
+        url,
+        "--model",
+        "voices",
+        "--n",
+        "4",
+        "--seed",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    firebrand(d, &args)
+}
+
 #[test]
 fn sample_queries_are_answered_verified_and_kept_then_scored() {
     let server = Responder::with_answer(vec![], voices);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let url = server.url();
-    let o = firebrand(
-        d,
-        &[
-            "synth",
-            "vifrag",
-            "--sample",
-            "--out",
-            "p.lance",
-            "--per-query",
-            "4",
-            "--generate",
-            "chat.lance",
-            "--endpoint",
-            &url,
-            "--model",
-            "voices",
-            "--n",
-            "4",
-            "--seed",
-            "3",
-        ],
-    );
+    let o = synth(d, &url, &[]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
@@ -136,29 +140,7 @@ fn sample_queries_are_answered_verified_and_kept_then_scored() {
 
     // Resume: kept prompts are not asked again; the ones left out are (only kept rows are recorded).
     let before = server.requests().len();
-    let o = firebrand(
-        d,
-        &[
-            "synth",
-            "vifrag",
-            "--sample",
-            "--out",
-            "p.lance",
-            "--per-query",
-            "4",
-            "--generate",
-            "chat.lance",
-            "--endpoint",
-            &url,
-            "--model",
-            "voices",
-            "--n",
-            "4",
-            "--seed",
-            "3",
-            "--resume",
-        ],
-    );
+    let o = synth(d, &url, &["--resume"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert_eq!(server.requests().len() - before, prompts.len() - kept.len());
 }

@@ -226,18 +226,9 @@ fn convert(a: &ConvertArgs) -> anyhow::Result<ExitCode> {
         report.written,
         report.read,
         a.out.display(),
-        if report.already_done > 0 {
-            format!(" ({} already there)", report.already_done)
-        } else {
-            String::new()
-        }
+        report.already_note()
     );
-    if !report.dropped.is_empty() {
-        println!("left out:");
-        for line in report.drop_lines() {
-            println!("{line}");
-        }
-    }
+    report.print_drops();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -269,13 +269,9 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
         "wrote {} prompts from {name} into {}{}",
         report.written,
         a.out.display(),
-        if report.already_done > 0 {
-            format!(" ({} already there)", report.already_done)
-        } else {
-            String::new()
-        }
+        report.already_note()
     );
-    print_drops(&report.drop_lines());
+    report.print_drops();
     print_instruction_counts(&a.out)?;
 
     let (Some(chat), Some(generator)) = (&a.generate, generator) else {
@@ -311,7 +307,7 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
         stats.passed,
         stats.responses
     );
-    print_drops(&report.drop_lines());
+    report.print_drops();
     if !stats.by_id.is_empty() {
         println!("pass rate per instruction (responses that follow it):");
         for line in stats.lines() {
@@ -333,15 +329,6 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_drops(lines: &[String]) {
-    if !lines.is_empty() {
-        println!("left out:");
-        for line in lines {
-            println!("{line}");
-        }
-    }
 }
 
 /// How many prompts of the output carry each instruction, and how many instructions per prompt.

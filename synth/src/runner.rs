@@ -35,6 +35,25 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// ` (N already there)` when `--resume` skipped inputs, else nothing: for report lines.
+    pub fn already_note(&self) -> String {
+        if self.already_done > 0 {
+            format!(" ({} already there)", self.already_done)
+        } else {
+            String::new()
+        }
+    }
+
+    /// Prints the drop counts under `left out:`, if any.
+    pub fn print_drops(&self) {
+        if !self.dropped.is_empty() {
+            println!("left out:");
+            for line in self.drop_lines() {
+                println!("{line}");
+            }
+        }
+    }
+
     /// The drop counts as `reason: n` lines, most frequent first.
     pub fn drop_lines(&self) -> Vec<String> {
         let mut v: Vec<(&String, &usize)> = self.dropped.iter().collect();
