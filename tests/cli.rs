@@ -46,11 +46,11 @@ fn help_lists_every_subcommand() {
 #[test]
 fn subcommands_not_landed_say_so_and_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let o = firebrand(dir.path(), &["eval", "attention", "ckpt", "data.lance"]);
+    let o = firebrand(dir.path(), &["synth", "lintseq", "src/"]);
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
     assert!(
-        err.contains("firebrand eval attention: not available in this build yet") && err.contains("issue 11"),
+        err.contains("firebrand synth lintseq: not available in this build yet") && err.contains("issues 4"),
         "{err}"
     );
 }

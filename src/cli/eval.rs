@@ -15,15 +15,16 @@ use firebrand_synth::vifrag::score::{Detail, IfEvalInput, Judged, Report};
 use firebrand_synth::vifrag::{Verifier, kinds, parse_verifiers};
 use serde_json::Value;
 
-use super::pending::Pending;
+use firebrand_train::localist::{BlockSource, LocalistConfig, LocalistRun, Schedule};
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Instruction following, IFEval-style: firebrand eval follow PROMPTS.lance --responses R,
     /// or firebrand eval follow --input input_data.jsonl --responses responses.jsonl
     Follow(FollowArgs),
-    /// Attention entropy and pointer fidelity (lands with issue 11).
-    Attention(Pending),
+    /// Localist metrics of a model at any λ: attention entropy (bits) and pointer fidelity per
+    /// layer, perplexity and next-token accuracy: firebrand eval attention RUN data.tokens.lance --lambda 0.6
+    Attention(AttentionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -54,8 +55,101 @@ pub struct FollowArgs {
 pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EvalCommand::Follow(a) => follow(&a),
-        EvalCommand::Attention(p) => p.report("eval attention", "it lands with issue 11"),
+        EvalCommand::Attention(a) => attention(&a),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct AttentionArgs {
+    /// A checkpoint or run (its recipe's `[localist]` is the default setting).
+    model: PathBuf,
+    /// A `tokens` dataset to measure on.
+    data: PathBuf,
+    /// The dial λ (the bias is applied at inference; default: the recipe's, else 0).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Bias strength Δ (default: the recipe's, else 8).
+    #[arg(long)]
+    delta: Option<f64>,
+    /// λ per layer: uniform, or polynomial with --beta.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Exponent of the polynomial schedule.
+    #[arg(long)]
+    beta: Option<f64>,
+    /// Blocks: anchors (sentence punctuation and newlines), segments or adaptive.
+    #[arg(long)]
+    blocks: Option<String>,
+    /// Rows to measure (from the start of the dataset).
+    #[arg(long, default_value_t = 64)]
+    rows: usize,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn attention(a: &AttentionArgs) -> anyhow::Result<ExitCode> {
+    type B = burn::backend::NdArray<f32>;
+    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(&a.model, &Default::default())?;
+    let mut config = trained
+        .recipe
+        .as_ref()
+        .and_then(|r| r.localist.clone())
+        .unwrap_or_else(|| toml_default_localist());
+    if let Some(l) = a.lambda {
+        config.lambda = l;
+    }
+    if let Some(d) = a.delta {
+        config.delta = d;
+    }
+    if let Some(b) = a.beta {
+        config.beta = b;
+    }
+    if let Some(s) = &a.schedule {
+        config.schedule = match s.as_str() {
+            "uniform" => Schedule::Uniform,
+            "polynomial" => Schedule::Polynomial,
+            other => bail!("--schedule: `{other}` is not uniform or polynomial"),
+        };
+    }
+    if let Some(b) = &a.blocks {
+        config.blocks = match b.as_str() {
+            "anchors" => BlockSource::Anchors,
+            "segments" => BlockSource::Segments,
+            "adaptive" => BlockSource::Adaptive,
+            other => bail!("--blocks: `{other}` is not anchors, segments or adaptive"),
+        };
+    }
+    let tokenizer = match &trained.tokenizer {
+        Some(p) => Some(firebrand_data::tokenizer::load(p)?),
+        None => None,
+    };
+    let run = LocalistRun::new(&config, trained.config.num_hidden_layers, tokenizer.as_ref())?;
+    let ds = Dataset::open_kind(&a.data, DatasetKind::Tokens)?;
+    let n = ds.len()?.min(a.rows);
+    let rows: Vec<firebrand_data::TokensRow> = ds.take(&(0..n as u64).collect::<Vec<_>>())?;
+    let report = firebrand_train::localist::evaluate(&trained.model, &rows, &run, a.batch_size)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} targets in {n} rows, λ = {} ({:?}), Δ = {}: perplexity {:.3}, next-token accuracy {:.4}",
+        report.targets, config.lambda, config.schedule, config.delta, report.perplexity, report.accuracy
+    );
+    println!("{:>5} {:>8} {:>14} {:>9}", "layer", "λ", "entropy (bits)", "fidelity");
+    for (i, (l, m)) in report.lambdas.iter().zip(&report.layers).enumerate() {
+        println!("{i:>5} {l:>8.3} {:>14.3} {:>9.4}", m.entropy_bits, m.fidelity);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `[localist]` defaults with λ = 0.
+fn toml_default_localist() -> LocalistConfig {
+    serde_json::from_str(r#"{"lambda": 0.0}"#).expect("the defaults parse")
 }
 
 /// One prompt to judge.

@@ -7,7 +7,6 @@ mod eval;
 mod export;
 mod generate;
 mod local_model;
-mod pending;
 mod plot;
 mod progress;
 mod quickstart;

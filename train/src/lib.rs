@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod generate;
 pub mod hf;
+pub mod localist;
 pub mod model;
 pub mod recipe;
 pub mod trainer;

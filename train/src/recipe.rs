@@ -31,6 +31,9 @@ pub struct Recipe {
     /// The training method.
     #[serde(default)]
     pub method: Method,
+    /// The localist attention dial (none: plain attention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localist: Option<crate::localist::LocalistConfig>,
     /// Where outputs go.
     #[serde(default)]
     pub output: OutputSection,
@@ -367,6 +370,9 @@ const TEXT_KEYS: &[&str] = &[
     "train.device",
     "train.dtype",
     "method.kind",
+    "localist.schedule",
+    "localist.penalty",
+    "localist.blocks",
     "output.dir",
     "output.run",
 ];

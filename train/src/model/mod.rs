@@ -197,11 +197,50 @@ impl<B: Backend> Attention<B> {
                 v: v.clone(),
             });
         }
+        self.attend(q, k, v, mask, None).0
+    }
+
+    /// Attention of rotated queries over keys and values (`[batch, heads, seq, head_dim]`, keys
+    /// and values before the grouped-query repeat), with an optional additive score bias
+    /// (`[batch, 1, seq_q, seq_k]`, e.g. the localist dial); returns the output projection and
+    /// the attention weights `[batch, heads, seq_q, seq_k]`.
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: &AttentionMask<B>,
+        bias: Option<&Tensor<B, 4>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let [b, h, t, d] = q.dims();
+        let kv = k.dims()[1];
         let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
-        let scores = mask.apply(scores);
-        let out = softmax(scores, 3).matmul(v);
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d]))
+        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
+        if let Some(bias) = bias {
+            let [_, _, tq, tk] = scores.dims();
+            scores = scores + bias.clone().expand([b, h, tq, tk]);
+        }
+        let probs = softmax(mask.apply(scores), 3);
+        let out = probs.clone().matmul(v);
+        (self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * d])), probs)
+    }
+
+    /// As [`Attention::forward`] (no cache), with an additive score bias, returning the weights.
+    pub fn forward_with_weights(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: &AttentionMask<B>,
+        bias: Option<&Tensor<B, 4>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let [b, t, _] = x.dims();
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
+        let k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
+        let v = heads(self.v_proj.forward(x), kv);
+        self.attend(q, k, v, mask, bias)
     }
 }
 
@@ -437,6 +476,33 @@ impl<B: Backend> Decoder<B> {
             x = x + m;
         }
         self.norm.forward(x)
+    }
+
+    /// Final hidden states with a per-layer additive attention bias (`biases[l]`, `[batch, 1, seq,
+    /// seq]`, or none), and every layer's attention weights `[batch, heads, seq, seq]`: the localist
+    /// dial and its metrics. Without biases it computes what [`Decoder::hidden`] computes.
+    pub fn hidden_with_weights(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        position_ids: Tensor<B, 2, Int>,
+        mask: &AttentionMask<B>,
+        biases: &[Option<Tensor<B, 4>>],
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
+        let (cos, sin) = rope::angles(position_ids, self.head_dim, self.rope_theta);
+        let mut x = self.embed_tokens.forward(input_ids);
+        let mut weights = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let bias = biases.get(i).and_then(Option::as_ref);
+            let (a, w) =
+                layer
+                    .self_attn
+                    .forward_with_weights(layer.input_layernorm.forward(x.clone()), &cos, &sin, mask, bias);
+            weights.push(w);
+            x = x + a;
+            let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
+            x = x + m;
+        }
+        (self.norm.forward(x), weights)
     }
 
     /// Projects hidden states to vocabulary logits (through the embeddings when tied).

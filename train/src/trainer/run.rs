@@ -34,6 +34,7 @@ use super::optim::{AdamW, clip_global_norm};
 use super::schedule::lr_at;
 use super::sft;
 use crate::error::TrainError;
+use crate::localist::LocalistRun;
 use crate::model::{Decoder, ModelConfig};
 use crate::recipe::Recipe;
 
@@ -71,6 +72,12 @@ pub struct StepMetrics {
     pub mfu: Option<f64>,
     /// Seconds since the run (or its resumption) started.
     pub elapsed_s: f64,
+    /// With `[localist]`: the penalty term (per token) of the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localist_penalty: Option<f64>,
+    /// With `[localist]`: each layer's attention entropy (bits) and fidelity, over the window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attention: Vec<crate::localist::LayerMetrics>,
 }
 
 /// What the loop reports as it goes.
@@ -215,6 +222,16 @@ pub fn train<B: AutodiffBackend>(
             },
         )
     };
+    let localist = match &plan.recipe.localist {
+        None => None,
+        Some(c) => {
+            let tokenizer = match &plan.recipe.data.tokenizer {
+                Some(p) => Some(firebrand_data::tokenizer::load(p)?),
+                None => None,
+            };
+            Some(LocalistRun::new(c, plan.config.num_hidden_layers, tokenizer.as_ref())?)
+        }
+    };
     let metrics_path = plan.run_dir.join("metrics.jsonl");
     let mut metrics = open_metrics(&metrics_path, plan.resume.then_some(state.step))?;
 
@@ -233,19 +250,33 @@ pub fn train<B: AutodiffBackend>(
                 TrainError::Batch(m) => TrainError::Batch(format!("step {}: rows {idx:?}: {m}", state.step + 1)),
                 other => other,
             })?;
-            batches.push(batch);
+            batches.push((batch, rows));
         }
-        let window_count: usize = batches.iter().map(|b| b.count).sum();
-        let tokens: usize = batches.iter().map(|b| b.tokens).sum();
-        let seq_len = batches.iter().map(|b| b.input_ids.dims()[1]).max().unwrap_or(0);
+        let window_count: usize = batches.iter().map(|(b, _)| b.count).sum();
+        let tokens: usize = batches.iter().map(|(b, _)| b.tokens).sum();
+        let seq_len = batches.iter().map(|(b, _)| b.input_ids.dims()[1]).max().unwrap_or(0);
         // 2. Backward of each micro-batch's summed loss over the window's count.
         let mut accumulator = GradientsAccumulator::<Decoder<B>>::new();
         let mut loss_sum = 0.0;
-        for batch in &batches {
-            let loss = sft::loss(&model, batch);
-            let grads = loss.clone().div_scalar(window_count as f64).backward();
+        let mut penalty_sum = 0.0;
+        let mut attention: Vec<crate::localist::LayerMetrics> = Vec::new();
+        for (batch, rows) in &batches {
+            let (loss, ce) = match &localist {
+                None => {
+                    let loss = sft::loss(&model, batch);
+                    let ce = loss.clone().into_scalar().elem::<f64>();
+                    (loss, ce)
+                }
+                Some(run) => {
+                    let (loss, ce, penalty, layers) = sft::loss_localist(&model, batch, rows, run);
+                    penalty_sum += penalty * batch.count as f64;
+                    accumulate_layers(&mut attention, &layers, batch.count, window_count);
+                    (loss, ce)
+                }
+            };
+            let grads = loss.div_scalar(window_count as f64).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-            loss_sum += loss.into_scalar().elem::<f64>();
+            loss_sum += ce;
         }
         let loss = loss_sum / window_count as f64;
         // 3. Clip, guard, step.
@@ -285,6 +316,8 @@ pub fn train<B: AutodiffBackend>(
             tokens_per_s: tokens as f64 / seconds,
             mfu: peak_flops.map(|p| flops / seconds / p),
             elapsed_s: started.elapsed().as_secs_f64(),
+            localist_penalty: localist.as_ref().map(|_| penalty_sum / window_count as f64),
+            attention,
         };
         write_line(
             &mut metrics,
@@ -294,7 +327,7 @@ pub fn train<B: AutodiffBackend>(
         on_event(&Event::Step(m));
         // 5. Evaluate.
         if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
-            let eval_loss = evaluate(&model, &ds, &eval_rows, t.micro_batch_size)?;
+            let eval_loss = evaluate(&model, &ds, &eval_rows, t.micro_batch_size, localist.as_ref())?;
             let line = serde_json::json!({"step": state.step, "eval/loss": eval_loss});
             write_line(&mut metrics, &metrics_path, &line)?;
             on_event(&Event::Eval(state.step, eval_loss));
@@ -318,12 +351,33 @@ pub fn train<B: AutodiffBackend>(
     })
 }
 
+/// Adds a micro-batch's per-layer metrics to the window's, weighted by its share of targets.
+fn accumulate_layers(
+    window: &mut Vec<crate::localist::LayerMetrics>,
+    batch: &[crate::localist::LayerMetrics],
+    count: usize,
+    window_count: usize,
+) {
+    let w = count as f64 / window_count.max(1) as f64;
+    if window.is_empty() {
+        window.extend(batch.iter().map(|_| crate::localist::LayerMetrics {
+            entropy_bits: 0.0,
+            fidelity: 0.0,
+        }));
+    }
+    for (acc, m) in window.iter_mut().zip(batch) {
+        acc.entropy_bits += w * m.entropy_bits;
+        acc.fidelity += w * m.fidelity;
+    }
+}
+
 /// Mean loss per loss token over the held-out rows, without gradients.
 fn evaluate<B: AutodiffBackend>(
     model: &Decoder<B>,
     ds: &Dataset,
     rows: &[u64],
     batch: usize,
+    localist: Option<&LocalistRun>,
 ) -> Result<f64, TrainError> {
     let valid = model.valid();
     let device = valid.embed_tokens.weight.val().device();
@@ -331,7 +385,11 @@ fn evaluate<B: AutodiffBackend>(
     for idx in rows.chunks(batch.max(1)) {
         let rows: Vec<TokensRow> = ds.take(idx)?;
         let b = sft::collate::<B::InnerBackend>(&rows, &device)?;
-        sum += sft::loss(&valid, &b).into_scalar().elem::<f64>();
+        sum += match localist {
+            None => sft::loss(&valid, &b).into_scalar().elem::<f64>(),
+            // The bias is part of the model at this λ; the penalty is not part of the loss.
+            Some(run) => sft::loss_localist(&valid, &b, &rows, run).1,
+        };
         count += b.count;
     }
     Ok(sum / count.max(1) as f64)

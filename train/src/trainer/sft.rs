@@ -13,8 +13,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use firebrand_data::TokensRow;
 
+use burn::tensor::ElementConversion;
+
 use crate::attention::AttentionMask;
 use crate::error::TrainError;
+use crate::localist::{BlockTensors, LayerMetrics, LocalistRun, Penalty};
 use crate::model::Decoder;
 
 /// One micro-batch on the device.
@@ -132,6 +135,48 @@ pub fn loss<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 1>
     (logp * batch.weights.clone()).sum().neg()
 }
 
+/// The SFT loss with the localist dial (`crate::localist`): every layer's scores get its bias,
+/// and `Σ_l λ_l·γ·Ω_l` (Ω a mean per query) is added, scaled by the batch's count of targets so
+/// that after the window's division it weighs like a per-token term. Returns the total, the
+/// cross-entropy part alone, the penalty and each layer's entropy and fidelity.
+pub fn loss_localist<B: Backend>(
+    model: &Decoder<B>,
+    batch: &SftBatch<B>,
+    rows: &[TokensRow],
+    run: &LocalistRun,
+) -> (Tensor<B, 1>, f64, f64, Vec<LayerMetrics>) {
+    let device = batch.input_ids.device();
+    let [_, t] = batch.input_ids.dims();
+    let blocks = run.blocks(rows, model);
+    let real: Vec<Vec<bool>> = rows.iter().map(|r| vec![true; r.input_ids.len()]).collect();
+    let bt = BlockTensors::new(&blocks, &real, t, &device);
+    let (hidden, weights) =
+        model.hidden_with_weights(batch.input_ids.clone(), batch.position_ids.clone(), &batch.mask, &run.biases(&bt));
+    let logits = model.logits(hidden);
+    let [b, t, _] = logits.dims();
+    let logp = log_softmax(logits, 2)
+        .gather(2, batch.targets.clone().reshape([b, t, 1]))
+        .reshape([b, t]);
+    let ce = (logp * batch.weights.clone()).sum().neg();
+    let mut total = ce.clone();
+    let mut penalty = 0.0;
+    let mut metrics = Vec::with_capacity(weights.len());
+    for (w, &lambda) in weights.iter().zip(&run.lambdas) {
+        let scale = lambda * run.config.gamma;
+        if scale > 0.0 && run.config.penalty != Penalty::None {
+            let omega = bt.penalty(w, run.config.penalty);
+            penalty += scale * omega.clone().into_scalar().elem::<f64>();
+            total = total + omega.mul_scalar(scale * batch.count as f64);
+        }
+        metrics.push(LayerMetrics {
+            entropy_bits: bt.entropy_bits(w).into_scalar().elem::<f64>(),
+            fidelity: bt.fidelity(w).into_scalar().elem::<f64>(),
+        });
+    }
+    let ce = ce.into_scalar().elem::<f64>();
+    (total, ce, penalty, metrics)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +279,35 @@ mod tests {
                 .zip(&twins[6 + j])
                 .all(|(x, y)| (x - y).abs() < 1e-5)
         }));
+    }
+
+    /// At λ = 0 the localist loss is the plain loss; above, the bias concentrates attention on the
+    /// block and the penalty (weighted by the target count) is added to the cross-entropy.
+    #[test]
+    fn localist_loss_is_plain_at_lambda_zero_and_adds_the_penalty_above() {
+        use crate::localist::{LocalistConfig, LocalistRun};
+        let dev = Default::default();
+        let model = crate::model::Decoder::<TestBackend>::init(&crate::model::config::tiny_for_tests(), &dev).unwrap();
+        let r = row(&[1, 2, 3, 4, 5, 6, 7, 8], &[true; 8], &[0; 8]);
+        let b = collate::<TestBackend>(std::slice::from_ref(&r), &dev).unwrap();
+        let plain: f32 = loss(&model, &b).into_scalar();
+        // Threshold 2: every cosine is below it, so every token is a block of its own.
+        let config = |lambda: f64| -> LocalistConfig {
+            toml::from_str(&format!("lambda = {lambda}\nblocks = \"adaptive\"\nthreshold = 2.0")).unwrap()
+        };
+        let run0 = LocalistRun::new(&config(0.0), 2, None).unwrap();
+        let (total, ce, penalty, layers0) = loss_localist(&model, &b, std::slice::from_ref(&r), &run0);
+        assert!((total.into_scalar() - plain).abs() < 1e-4 && (ce as f32 - plain).abs() < 1e-4);
+        assert_eq!((penalty, layers0.len()), (0.0, 2));
+        let run1 = LocalistRun::new(&config(1.0), 2, None).unwrap();
+        let (total, ce, penalty, layers1) = loss_localist(&model, &b, std::slice::from_ref(&r), &run1);
+        assert!(penalty > 0.0);
+        let expected = ce + penalty * b.count as f64;
+        assert!((f64::from(total.into_scalar()) - expected).abs() < 1e-3 * expected);
+        for (a, z) in layers1.iter().zip(&layers0) {
+            assert!(a.fidelity > z.fidelity && a.entropy_bits < z.entropy_bits, "{a:?} vs {z:?}");
+        }
+        assert!(LocalistRun::new(&config(1.5), 2, None).is_err());
     }
 
     #[test]
