@@ -98,7 +98,7 @@ fn attention(a: &AttentionArgs) -> anyhow::Result<ExitCode> {
         .recipe
         .as_ref()
         .and_then(|r| r.localist.clone())
-        .unwrap_or_else(|| toml_default_localist());
+        .unwrap_or_else(default_localist);
     if let Some(l) = a.lambda {
         config.lambda = l;
     }
@@ -148,7 +148,7 @@ fn attention(a: &AttentionArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The `[localist]` defaults with λ = 0.
-fn toml_default_localist() -> LocalistConfig {
+fn default_localist() -> LocalistConfig {
     serde_json::from_str(r#"{"lambda": 0.0}"#).expect("the defaults parse")
 }
 

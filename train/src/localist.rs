@@ -182,7 +182,11 @@ impl<B: Backend> BlockTensors<B> {
                 if let Ok(blk) = usize::try_from(block_at(r, q)) {
                     onehot[(r * seq + q) * k + blk] = 1.0;
                 }
-                realv.push(if real[r].get(q).copied().unwrap_or(false) { 1f32 } else { 0.0 });
+                realv.push(if real[r].get(q).copied().unwrap_or(false) {
+                    1f32
+                } else {
+                    0.0
+                });
             }
         }
         BlockTensors {
@@ -228,10 +232,12 @@ impl<B: Backend> BlockTensors<B> {
                 let [b, h, q, _] = weights.dims();
                 let kb = self.onehot.dims()[3];
                 // Squared weights summed per block: [b, h, q, K].
-                let per_block = weights
-                    .clone()
-                    .powi_scalar(2)
-                    .matmul(self.onehot.clone().expand([b, h, self.onehot.dims()[2], kb]));
+                let per_block = weights.clone().powi_scalar(2).matmul(self.onehot.clone().expand([
+                    b,
+                    h,
+                    self.onehot.dims()[2],
+                    kb,
+                ]));
                 let norms = per_block.add_scalar(1e-12).sqrt();
                 let not_target = self.onehot.clone().neg().add_scalar(1.0).expand([b, h, q, kb]);
                 self.mean_over_queries((norms * not_target).sum_dim(3))
@@ -264,7 +270,10 @@ mod tests {
     #[test]
     fn blocks_from_anchors_segments_and_embeddings() {
         // "a b . c d ! e" with anchors . and !; a segment change before the last token.
-        assert_eq!(blocks_from_anchors(&[1, 2, 9, 3, 4, 8, 5], &[0, 0, 0, 0, 0, 0, 1], &[9, 8]), [0, 0, 0, 1, 1, 1, 2]);
+        assert_eq!(
+            blocks_from_anchors(&[1, 2, 9, 3, 4, 8, 5], &[0, 0, 0, 0, 0, 0, 1], &[9, 8]),
+            [0, 0, 0, 1, 1, 1, 2]
+        );
         let e = vec![vec![1.0, 0.0], vec![0.9, 0.1], vec![0.0, 1.0], vec![0.1, 1.0]];
         assert_eq!(blocks_adaptive(&e, &[0, 0, 0, 0], 0.5), [0, 0, 1, 1]);
     }
@@ -297,7 +306,12 @@ mod tests {
         let gl = ((2.0f32 / 9.0).sqrt() + (2.0f32 / 16.0).sqrt()) / 4.0;
         assert!((scalar(t.penalty(&w, Penalty::GroupLasso)) - gl).abs() < 1e-5);
         // Padding queries do not count.
-        let t2 = BlockTensors::<B>::new(&[vec![0, 0, 1, 1]], &[vec![true, true, false, false]], 4, &Default::default());
+        let t2 = BlockTensors::<B>::new(
+            &[vec![0, 0, 1, 1]],
+            &[vec![true, true, false, false]],
+            4,
+            &Default::default(),
+        );
         assert!((scalar(t2.fidelity(&w)) - 1.0).abs() < 1e-6);
     }
 
@@ -453,7 +467,8 @@ pub fn evaluate<B: Backend>(
         let blocks = run.blocks(chunk, model);
         let real: Vec<Vec<bool>> = chunk.iter().map(|r| vec![true; r.input_ids.len()]).collect();
         let bt = BlockTensors::new(&blocks, &real, t, &device);
-        let (hidden, weights) = model.hidden_with_weights(b.input_ids.clone(), b.position_ids.clone(), &b.mask, &run.biases(&bt));
+        let (hidden, weights) =
+            model.hidden_with_weights(b.input_ids.clone(), b.position_ids.clone(), &b.mask, &run.biases(&bt));
         let logits = model.logits(hidden);
         let [rb, rt, _] = logits.dims();
         let logp = burn::tensor::activation::log_softmax(logits.clone(), 2)

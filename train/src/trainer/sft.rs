@@ -150,8 +150,12 @@ pub fn loss_localist<B: Backend>(
     let blocks = run.blocks(rows, model);
     let real: Vec<Vec<bool>> = rows.iter().map(|r| vec![true; r.input_ids.len()]).collect();
     let bt = BlockTensors::new(&blocks, &real, t, &device);
-    let (hidden, weights) =
-        model.hidden_with_weights(batch.input_ids.clone(), batch.position_ids.clone(), &batch.mask, &run.biases(&bt));
+    let (hidden, weights) = model.hidden_with_weights(
+        batch.input_ids.clone(),
+        batch.position_ids.clone(),
+        &batch.mask,
+        &run.biases(&bt),
+    );
     let logits = model.logits(hidden);
     let [b, t, _] = logits.dims();
     let logp = log_softmax(logits, 2)
@@ -305,7 +309,10 @@ mod tests {
         let expected = ce + penalty * b.count as f64;
         assert!((f64::from(total.into_scalar()) - expected).abs() < 1e-3 * expected);
         for (a, z) in layers1.iter().zip(&layers0) {
-            assert!(a.fidelity > z.fidelity && a.entropy_bits < z.entropy_bits, "{a:?} vs {z:?}");
+            assert!(
+                a.fidelity > z.fidelity && a.entropy_bits < z.entropy_bits,
+                "{a:?} vs {z:?}"
+            );
         }
         assert!(LocalistRun::new(&config(1.5), 2, None).is_err());
     }
