@@ -15,7 +15,7 @@ use firebrand_synth::vifrag::score::{Detail, IfEvalInput, Judged, Report};
 use firebrand_synth::vifrag::{Verifier, kinds, parse_verifiers};
 use serde_json::Value;
 
-use firebrand_train::localist::{BlockSource, LocalistConfig, LocalistRun, Schedule};
+use firebrand_train::localist::{BlockSource, LocalistConfig, LocalistRun, Schedule, TargetRule};
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -80,6 +80,9 @@ pub struct AttentionArgs {
     /// Blocks: anchors (sentence punctuation and newlines), segments or adaptive.
     #[arg(long)]
     blocks: Option<String>,
+    /// Target block of each query: own or previous.
+    #[arg(long)]
+    target: Option<String>,
     /// Rows to measure (from the start of the dataset).
     #[arg(long, default_value_t = 64)]
     rows: usize,
@@ -121,6 +124,13 @@ fn attention(a: &AttentionArgs) -> anyhow::Result<ExitCode> {
             "segments" => BlockSource::Segments,
             "adaptive" => BlockSource::Adaptive,
             other => bail!("--blocks: `{other}` is not anchors, segments or adaptive"),
+        };
+    }
+    if let Some(t) = &a.target {
+        config.target = match t.as_str() {
+            "own" => TargetRule::Own,
+            "previous" => TargetRule::Previous,
+            other => bail!("--target: `{other}` is not own or previous"),
         };
     }
     let tokenizer = match &trained.tokenizer {

@@ -7,7 +7,7 @@
 //! - Blocks partition the keys: by segment ([`BlockSource::Segments`]), a new block after each
 //!   anchor token such as sentence punctuation ([`BlockSource::Anchors`]), or a new block where the
 //!   cosine of neighbouring token embeddings falls below a threshold ([`BlockSource::Adaptive`]).
-//!   A query's target block is its own.
+//!   A query's target block is its own, or the one before it ([`TargetRule`]).
 //! - **Bias** (works at inference without retraining): scores of keys outside the target block get
 //!   `−λ_l·Δ` before the softmax.
 //! - **Penalty** (training): `λ_l·γ·Ω_l`, Ω the mean off-target attention mass, or a group lasso
@@ -59,6 +59,28 @@ pub enum BlockSource {
     Adaptive,
 }
 
+/// Which block a query should attend to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetRule {
+    /// Its own block.
+    #[default]
+    Own,
+    /// The block before its own (its own in the first block): a pointer to the previous sentence.
+    Previous,
+}
+
+/// The target block of each token under `rule`.
+pub fn targets(blocks: &[i32], rule: TargetRule) -> Vec<i32> {
+    match rule {
+        TargetRule::Own => blocks.to_vec(),
+        TargetRule::Previous => {
+            let first = blocks.first().copied().unwrap_or(0);
+            blocks.iter().map(|&b| if b > first { b - 1 } else { b }).collect()
+        }
+    }
+}
+
 /// `[localist]` of a recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +111,9 @@ pub struct LocalistConfig {
     /// Cosine threshold, for `blocks = "adaptive"`.
     #[serde(default = "default_threshold")]
     pub threshold: f64,
+    /// Which block each query should attend to.
+    #[serde(default)]
+    pub target: TargetRule,
 }
 
 fn default_beta() -> f64 {
@@ -153,34 +178,42 @@ pub fn blocks_adaptive(embeddings: &[Vec<f32>], segment_ids: &[i32], threshold: 
     out
 }
 
-/// Blocks of a batch on the device: which keys are off each query's target block, and each
-/// token's block as one-hot columns (for the group lasso).
+/// Blocks of a batch on the device: which keys are off each query's target block, and blocks
+/// and targets as one-hot columns (for the group lasso).
 #[derive(Debug, Clone)]
 pub struct BlockTensors<B: Backend> {
-    /// `[batch, 1, seq, seq]`, true where key `k`'s block differs from query `q`'s.
+    /// `[batch, 1, seq, seq]`, true where key `k`'s block differs from query `q`'s target.
     pub off: Tensor<B, 4, Bool>,
-    /// `[batch, 1, seq, blocks]`, 1 at each token's block.
+    /// `[batch, 1, seq, blocks]`, 1 at each key's block.
     pub onehot: Tensor<B, 4>,
+    /// `[batch, 1, seq, blocks]`, 1 at each query's target block.
+    pub target: Tensor<B, 4>,
     /// `[batch, 1, seq, 1]`, 1 for real queries, 0 for padding.
     pub real: Tensor<B, 4>,
 }
 
 impl<B: Backend> BlockTensors<B> {
-    /// From per-row block ids (rows padded to `seq`; `real[b][i]` false at padding).
-    pub fn new(blocks: &[Vec<i32>], real: &[Vec<bool>], seq: usize, device: &B::Device) -> Self {
+    /// From per-row block ids and target blocks (rows padded to `seq`; `real[b][i]` false at
+    /// padding).
+    pub fn new(blocks: &[Vec<i32>], targets: &[Vec<i32>], real: &[Vec<bool>], seq: usize, device: &B::Device) -> Self {
         let b = blocks.len();
         let k = blocks.iter().flatten().copied().max().unwrap_or(0).max(0) as usize + 1;
         let block_at = |r: usize, i: usize| blocks[r].get(i).copied().unwrap_or(-1);
+        let target_at = |r: usize, i: usize| targets.get(r).and_then(|t| t.get(i)).copied().unwrap_or(-1);
         let mut off = Vec::with_capacity(b * seq * seq);
         let mut onehot = vec![0f32; b * seq * k];
+        let mut target = vec![0f32; b * seq * k];
         let mut realv = Vec::with_capacity(b * seq);
         for r in 0..b {
             for q in 0..seq {
                 for key in 0..seq {
-                    off.push(block_at(r, key) != block_at(r, q));
+                    off.push(block_at(r, key) != target_at(r, q));
                 }
                 if let Ok(blk) = usize::try_from(block_at(r, q)) {
                     onehot[(r * seq + q) * k + blk] = 1.0;
+                }
+                if let Some(t) = usize::try_from(target_at(r, q)).ok().filter(|&t| t < k) {
+                    target[(r * seq + q) * k + t] = 1.0;
                 }
                 realv.push(if real[r].get(q).copied().unwrap_or(false) {
                     1f32
@@ -192,6 +225,7 @@ impl<B: Backend> BlockTensors<B> {
         BlockTensors {
             off: Tensor::from_data(TensorData::new(off, [b, 1, seq, seq]), device),
             onehot: Tensor::from_data(TensorData::new(onehot, [b, 1, seq, k]), device),
+            target: Tensor::from_data(TensorData::new(target, [b, 1, seq, k]), device),
             real: Tensor::from_data(TensorData::new(realv, [b, 1, seq, 1]), device),
         }
     }
@@ -239,7 +273,7 @@ impl<B: Backend> BlockTensors<B> {
                     kb,
                 ]));
                 let norms = per_block.add_scalar(1e-12).sqrt();
-                let not_target = self.onehot.clone().neg().add_scalar(1.0).expand([b, h, q, kb]);
+                let not_target = self.target.clone().neg().add_scalar(1.0).expand([b, h, q, kb]);
                 self.mean_over_queries((norms * not_target).sum_dim(3))
             }
         }
@@ -292,7 +326,8 @@ mod tests {
     #[test]
     fn entropy_fidelity_and_penalties_on_small_tensors() {
         // Blocks [0, 0, 1, 1]; uniform causal weights.
-        let t = BlockTensors::<B>::new(&[vec![0, 0, 1, 1]], &[vec![true; 4]], 4, &Default::default());
+        let blocks = [vec![0, 0, 1, 1]];
+        let t = BlockTensors::<B>::new(&blocks, &blocks, &[vec![true; 4]], 4, &Default::default());
         let w = uniform_weights(4);
         let scalar = |x: Tensor<B, 1>| x.into_scalar();
         // Entropy: mean of log2(1), log2(2), log2(3), log2(4).
@@ -307,7 +342,8 @@ mod tests {
         assert!((scalar(t.penalty(&w, Penalty::GroupLasso)) - gl).abs() < 1e-5);
         // Padding queries do not count.
         let t2 = BlockTensors::<B>::new(
-            &[vec![0, 0, 1, 1]],
+            &blocks,
+            &blocks,
             &[vec![true, true, false, false]],
             4,
             &Default::default(),
@@ -316,8 +352,30 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_block_rule_points_back_one_sentence() {
+        assert_eq!(targets(&[0, 0, 1, 1, 2], TargetRule::Previous), [0, 0, 0, 0, 1]);
+        assert_eq!(targets(&[0, 0, 1], TargetRule::Own), [0, 0, 1]);
+        // Query 3 (block 1) targets block 0: its fidelity counts keys 0 and 1.
+        let blocks = [vec![0, 0, 1, 1]];
+        let t = BlockTensors::<B>::new(
+            &blocks,
+            &[targets(&blocks[0], TargetRule::Previous)],
+            &[vec![true; 4]],
+            4,
+            &Default::default(),
+        );
+        let w = uniform_weights(4);
+        let f = (1.0 + 1.0 + 2.0 / 3.0 + 2.0 / 4.0) / 4.0;
+        assert!((t.fidelity(&w).into_scalar() - f).abs() < 1e-6);
+        // Group lasso excludes the target block: q2 and q3 are charged for block 1.
+        let gl = ((1.0f32 / 9.0).sqrt() + (2.0f32 / 16.0).sqrt()) / 4.0;
+        assert!((t.penalty(&w, Penalty::GroupLasso).into_scalar() - gl).abs() < 1e-5);
+    }
+
+    #[test]
     fn the_bias_moves_mass_onto_the_block_and_lowers_entropy() {
-        let t = BlockTensors::<B>::new(&[vec![0, 0, 1, 1]], &[vec![true; 4]], 4, &Default::default());
+        let blocks = [vec![0, 0, 1, 1]];
+        let t = BlockTensors::<B>::new(&blocks, &blocks, &[vec![true; 4]], 4, &Default::default());
         let scores = Tensor::<B, 4>::zeros([1, 1, 4, 4], &Default::default());
         let causal = crate::attention::AttentionMask::<B>::segments(Tensor::zeros([1, 4], &Default::default()));
         let attend = |lam: f64| burn::tensor::activation::softmax(causal.apply(scores.clone() + t.bias(lam * 8.0)), 3);
@@ -411,6 +469,11 @@ impl LocalistRun {
         }
     }
 
+    /// The target block of every token of every row, by the configured rule.
+    pub fn targets(&self, blocks: &[Vec<i32>]) -> Vec<Vec<i32>> {
+        blocks.iter().map(|b| targets(b, self.config.target)).collect()
+    }
+
     /// Per-layer biases (`None` where λ_l·Δ is 0).
     pub fn biases<B: Backend>(&self, blocks: &BlockTensors<B>) -> Vec<Option<Tensor<B, 4>>> {
         self.lambdas
@@ -466,7 +529,7 @@ pub fn evaluate<B: Backend>(
         let [_, t] = b.input_ids.dims();
         let blocks = run.blocks(chunk, model);
         let real: Vec<Vec<bool>> = chunk.iter().map(|r| vec![true; r.input_ids.len()]).collect();
-        let bt = BlockTensors::new(&blocks, &real, t, &device);
+        let bt = BlockTensors::new(&blocks, &run.targets(&blocks), &real, t, &device);
         let (hidden, weights) =
             model.hidden_with_weights(b.input_ids.clone(), b.position_ids.clone(), &b.mask, &run.biases(&bt));
         let logits = model.logits(hidden);

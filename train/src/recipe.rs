@@ -373,6 +373,7 @@ const TEXT_KEYS: &[&str] = &[
     "localist.schedule",
     "localist.penalty",
     "localist.blocks",
+    "localist.target",
     "output.dir",
     "output.run",
 ];
