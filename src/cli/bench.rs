@@ -136,6 +136,7 @@ fn multiverse<B: Backend>(a: &MultiverseArgs, device: &B::Device) -> anyhow::Res
     use firebrand_train::generate::{SamplingParams, generate};
 
     anyhow::ensure!(a.paths >= 2, "--paths must be at least 2");
+    anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
     anyhow::ensure!(a.path_tokens > 30, "--path-tokens must be above 30");
     let texts: Vec<String> = (0..64)
         .map(|i| format!("Question {i}: split the problem into independent cases and solve each one, case {i}."))

@@ -70,13 +70,23 @@ pub enum TargetRule {
     Previous,
 }
 
-/// The target block of each token under `rule`.
-pub fn targets(blocks: &[i32], rule: TargetRule) -> Vec<i32> {
+/// The target block of each token under `rule`. `Previous` points to the block before only
+/// within one segment: the first block of a document (or of a Multiverse path) targets itself,
+/// since the mask hides other segments anyway.
+pub fn targets(blocks: &[i32], segment_ids: &[i32], rule: TargetRule) -> Vec<i32> {
     match rule {
         TargetRule::Own => blocks.to_vec(),
         TargetRule::Previous => {
-            let first = blocks.first().copied().unwrap_or(0);
-            blocks.iter().map(|&b| if b > first { b - 1 } else { b }).collect()
+            // The segment each block starts in.
+            let mut segment_of: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+            for (&b, &s) in blocks.iter().zip(segment_ids) {
+                segment_of.entry(b).or_insert(s);
+            }
+            blocks
+                .iter()
+                .zip(segment_ids)
+                .map(|(&b, &s)| if segment_of.get(&(b - 1)) == Some(&s) { b - 1 } else { b })
+                .collect()
         }
     }
 }
@@ -353,13 +363,21 @@ mod tests {
 
     #[test]
     fn the_previous_block_rule_points_back_one_sentence() {
-        assert_eq!(targets(&[0, 0, 1, 1, 2], TargetRule::Previous), [0, 0, 0, 0, 1]);
-        assert_eq!(targets(&[0, 0, 1], TargetRule::Own), [0, 0, 1]);
+        assert_eq!(
+            targets(&[0, 0, 1, 1, 2], &[0; 5], TargetRule::Previous),
+            [0, 0, 0, 0, 1]
+        );
+        assert_eq!(targets(&[0, 0, 1], &[0; 3], TargetRule::Own), [0, 0, 1]);
+        // A new document's first block targets itself, not the other document's last block.
+        assert_eq!(
+            targets(&[0, 1, 2, 3], &[0, 0, 1, 1], TargetRule::Previous),
+            [0, 0, 2, 2]
+        );
         // Query 3 (block 1) targets block 0: its fidelity counts keys 0 and 1.
         let blocks = [vec![0, 0, 1, 1]];
         let t = BlockTensors::<B>::new(
             &blocks,
-            &[targets(&blocks[0], TargetRule::Previous)],
+            &[targets(&blocks[0], &[0; 4], TargetRule::Previous)],
             &[vec![true; 4]],
             4,
             &Default::default(),
@@ -413,6 +431,13 @@ impl LocalistRun {
                 "localist.lambda must be in [0, 1], got {}",
                 config.lambda
             )));
+        }
+        for (name, v) in [("beta", config.beta), ("delta", config.delta), ("gamma", config.gamma)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(crate::TrainError::Config(format!(
+                    "localist.{name} must be a finite number ≥ 0, got {v}"
+                )));
+            }
         }
         let mut anchor_ids = Vec::new();
         if config.blocks == BlockSource::Anchors {
@@ -470,8 +495,12 @@ impl LocalistRun {
     }
 
     /// The target block of every token of every row, by the configured rule.
-    pub fn targets(&self, blocks: &[Vec<i32>]) -> Vec<Vec<i32>> {
-        blocks.iter().map(|b| targets(b, self.config.target)).collect()
+    pub fn targets(&self, blocks: &[Vec<i32>], rows: &[firebrand_data::TokensRow]) -> Vec<Vec<i32>> {
+        blocks
+            .iter()
+            .zip(rows)
+            .map(|(b, r)| targets(b, &r.segment_ids, self.config.target))
+            .collect()
     }
 
     /// Per-layer biases (`None` where λ_l·Δ is 0).
@@ -529,7 +558,7 @@ pub fn evaluate<B: Backend>(
         let [_, t] = b.input_ids.dims();
         let blocks = run.blocks(chunk, model);
         let real: Vec<Vec<bool>> = chunk.iter().map(|r| vec![true; r.input_ids.len()]).collect();
-        let bt = BlockTensors::new(&blocks, &run.targets(&blocks), &real, t, &device);
+        let bt = BlockTensors::new(&blocks, &run.targets(&blocks, chunk), &real, t, &device);
         let (hidden, weights) =
             model.hidden_with_weights(b.input_ids.clone(), b.position_ids.clone(), &b.mask, &run.biases(&bt));
         let logits = model.logits(hidden);
@@ -557,7 +586,12 @@ pub fn evaluate<B: Backend>(
             acc.1 += bt.fidelity(w).into_scalar().elem::<f64>() * b.count as f64;
         }
     }
-    let n = targets.max(1) as f64;
+    if targets == 0 {
+        return Err(crate::TrainError::Batch(
+            "no target tokens to measure on (no rows, or every loss-mask bit is off)".into(),
+        ));
+    }
+    let n = targets as f64;
     let nll = nll / n;
     Ok(AttentionReport {
         lambdas: run.lambdas.clone(),

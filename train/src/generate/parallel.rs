@@ -152,14 +152,16 @@ pub fn generate_parallel<B: Backend>(
                 let at = out.len();
                 out.extend(fork.paths.iter().flatten());
                 forks.push(Fork { at, ..fork });
-                if let Some(f) = stopped {
-                    break f;
+                if let Some(Finish::StopToken(t)) = stopped {
+                    // The stop token ends the merged sequence (it is not part of any path).
+                    out.push(t);
+                    break Finish::StopToken(t);
                 }
-                if critical >= sp.max_new_tokens {
+                // The conclusion opens at the position after the longest path, if it fits.
+                let conclusion = encode(tokenizer, "\n<Conclusion>\n")?;
+                if critical + conclusion.len() > sp.max_new_tokens {
                     break Finish::Length;
                 }
-                // The conclusion opens at the position after the longest path.
-                let conclusion = encode(tokenizer, "\n<Conclusion>\n")?;
                 prefill(model, &mut seq, &conclusion);
                 passes += 1;
                 critical += conclusion.len();
@@ -288,18 +290,20 @@ fn run_paths<B: Backend>(
                 continue;
             }
             let (token, _) = sample(&logits[r * vocab..(r + 1) * vocab], sp, &mut rngs[r]);
+            if sp.stop_token_ids.contains(&token) {
+                // Generation ends: the token is returned after the paths, never fed.
+                stopped.get_or_insert(Finish::StopToken(token));
+                continue;
+            }
             paths[r].push(token);
             let generated = paths[r].len() - suffixes[r].len();
-            if sp.stop_token_ids.contains(&token) {
-                stopped.get_or_insert(Finish::StopToken(token));
-                state[r] = PathState::Done; // a stop token is never fed
-            } else if tail_ends_with(tokenizer, &paths[r][suffixes[r].len()..], "</Path>")?
+            if tail_ends_with(tokenizer, &paths[r][suffixes[r].len()..], "</Path>")?
                 || suffixes[r].len() + generated >= budget
             {
                 state[r] = PathState::Closing;
             }
         }
-        if state.iter().all(|s| *s == PathState::Done) {
+        if stopped.is_some() || state.iter().all(|s| *s == PathState::Done) {
             break;
         }
         // Feed one token per row: real for running and closing rows, padding for done ones.
@@ -336,7 +340,6 @@ fn run_paths<B: Backend>(
             break;
         }
     }
-    // A path that stopped on a stop token keeps it in its tokens but not in the cache.
     // Join: prefix, then each path's fed positions; continue after the longest path.
     seq.cache = seq.cache.join(base, &slots);
     let total = base + slots.iter().map(Vec::len).sum::<usize>();
@@ -555,11 +558,19 @@ mod tests {
         let fork = &out.forks[0];
         assert_eq!(fork.paths.len(), 3);
         assert_eq!((fork.at, fork.position), (0, prompt.len()));
+        let merged = fork.paths.concat();
         assert_eq!(
-            out.tokens,
-            fork.paths.concat(),
+            out.tokens[..merged.len()],
+            merged[..],
             "the merged tokens are the paths in order"
         );
+        let conclusion = encode(&tok, "\n<Conclusion>\n").unwrap();
+        let after = &out.tokens[merged.len()..];
+        if !after.is_empty() {
+            // Every path closed before the budget: the conclusion opens, then decoding goes on.
+            assert!(fork.paths.iter().all(|p| decode(&tok, p).unwrap().ends_with("</Path>")));
+            assert_eq!(after[..conclusion.len()], conclusion[..]);
+        }
         assert!(out.critical_path <= 40);
         for (label, path) in ["1", "2", "3"].iter().zip(&fork.paths) {
             let opening = encode(&tok, &format!("\n<Path>\n{label}:")).unwrap();
@@ -577,14 +588,69 @@ mod tests {
             .unwrap();
             assert_eq!(alone[0].tokens, generated, "path {label}");
         }
-        // Forward passes: one prefill, one for the openings, one per decode step of the
-        // longest path (the paths ran side by side, not one after another).
+        // Forward passes: the prompt, the openings, one per decode step of the longest path (the
+        // paths ran side by side), then the conclusion and one per token after it.
         let longest = fork.paths.iter().map(Vec::len).max().unwrap();
         let opening = encode(&tok, "\n<Path>\n1:").unwrap().len();
+        let tail = after.len().saturating_sub(conclusion.len());
+        let bound = 2 + (longest - opening) + usize::from(!after.is_empty()) + tail;
         assert!(
-            out.forward_passes <= 2 + longest - opening + 1,
-            "{} passes",
+            out.forward_passes <= bound,
+            "{} passes, bound {bound}",
             out.forward_passes
         );
+    }
+
+    /// A stop token sampled inside a path ends generation: it closes the merged sequence, the text
+    /// leaves it out, and the budget is never exceeded.
+    #[test]
+    fn a_stop_token_in_a_path_ends_generation() {
+        let texts: Vec<String> = (0..40)
+            .map(|i| format!("Case {i}: odd and even numbers, case {i}."))
+            .collect();
+        let tok = firebrand_data::tokenizer::train_bpe(
+            &texts,
+            &firebrand_data::tokenizer::TrainOptions {
+                vocab_size: 300,
+                min_frequency: 1,
+                extra_special: firebrand_data::multiverse::TAGS.iter().map(|t| t.to_string()).collect(),
+            },
+        )
+        .unwrap();
+        let config = crate::model::ModelConfig {
+            vocab_size: tok.get_vocab_size(true),
+            ..crate::model::config::tiny_for_tests()
+        };
+        B::seed(&Default::default(), 5);
+        let model = Decoder::<B>::init(&config, &Default::default()).unwrap();
+        let prompt = encode(
+            &tok,
+            "Q.<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>",
+        )
+        .unwrap();
+        let params = |stop: Vec<u32>| ParallelParams {
+            sampling: SamplingParams {
+                max_new_tokens: 40,
+                temperature: 0.0,
+                stop_token_ids: stop,
+                ..Default::default()
+            },
+            max_paths: 4,
+        };
+        let free = generate_parallel(&model, &tok, &prompt, &params(vec![])).unwrap();
+        assert!(free.critical_path <= 40);
+        // Stop on the first token path 2 generates.
+        let opening = encode(&tok, "\n<Path>\n2:").unwrap().len();
+        let stop = free.forks[0].paths[1][opening];
+        let out = generate_parallel(&model, &tok, &prompt, &params(vec![stop])).unwrap();
+        assert_eq!(out.finish, Finish::StopToken(stop));
+        assert_eq!(out.tokens.last(), Some(&stop));
+        assert!(
+            !out.forks[0]
+                .paths
+                .iter()
+                .any(|p| p[p.len() - 1] == stop && p.len() > opening + 1)
+        );
+        assert_eq!(out.text, decode(&tok, &out.tokens[..out.tokens.len() - 1]).unwrap());
     }
 }

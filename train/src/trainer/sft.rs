@@ -149,7 +149,7 @@ pub fn loss_localist<B: Backend>(
     let [_, t] = batch.input_ids.dims();
     let blocks = run.blocks(rows, model);
     let real: Vec<Vec<bool>> = rows.iter().map(|r| vec![true; r.input_ids.len()]).collect();
-    let bt = BlockTensors::new(&blocks, &run.targets(&blocks), &real, t, &device);
+    let bt = BlockTensors::new(&blocks, &run.targets(&blocks, rows), &real, t, &device);
     let (hidden, weights) = model.hidden_with_weights(
         batch.input_ids.clone(),
         batch.position_ids.clone(),
