@@ -515,10 +515,9 @@ mod tests {
         assert!(plain.iter().zip(&fork_join).any(|(a, b)| (a - b).abs() > 1e-3));
     }
 
-    /// Each path of a fork is what sequential greedy decoding gives for the prompt plus that
-    /// path's opening: batching the paths over a shared, copied prefix cache changes nothing.
-    #[test]
-    fn forked_paths_equal_independent_sequential_decodes() {
+    /// A BPE tokenizer with the Multiverse tags as special tokens, and a random tiny model over
+    /// its vocabulary.
+    fn tagged(seed: u64) -> (Tokenizer, Decoder<B>) {
         let texts: Vec<String> = (0..40)
             .map(|i| format!("Question {i}: even and odd cases of n squared modulo four, case {i}."))
             .collect();
@@ -535,8 +534,16 @@ mod tests {
             vocab_size: tok.get_vocab_size(true),
             ..crate::model::config::tiny_for_tests()
         };
-        B::seed(&Default::default(), 11);
+        B::seed(&Default::default(), seed);
         let model = Decoder::<B>::init(&config, &Default::default()).unwrap();
+        (tok, model)
+    }
+
+    /// Each path of a fork is what sequential greedy decoding gives for the prompt plus that
+    /// path's opening: batching the paths over a shared, copied prefix cache changes nothing.
+    #[test]
+    fn forked_paths_equal_independent_sequential_decodes() {
+        let (tok, model) = tagged(11);
         let prompt_text = "Question: n squared mod 4.<Think>\nLet's think in parallel.\n<Parallel>\n<Goal>\n<Outline>\n1: even n\n</Outline>\n<Outline>\n2: odd n\n</Outline>\n<Outline>\n3: zero\n</Outline>\n</Goal>";
         let prompt = encode(&tok, prompt_text).unwrap();
         let sampling = SamplingParams {
@@ -605,24 +612,7 @@ mod tests {
     /// leaves it out, and the budget is never exceeded.
     #[test]
     fn a_stop_token_in_a_path_ends_generation() {
-        let texts: Vec<String> = (0..40)
-            .map(|i| format!("Case {i}: odd and even numbers, case {i}."))
-            .collect();
-        let tok = firebrand_data::tokenizer::train_bpe(
-            &texts,
-            &firebrand_data::tokenizer::TrainOptions {
-                vocab_size: 300,
-                min_frequency: 1,
-                extra_special: firebrand_data::multiverse::TAGS.iter().map(|t| t.to_string()).collect(),
-            },
-        )
-        .unwrap();
-        let config = crate::model::ModelConfig {
-            vocab_size: tok.get_vocab_size(true),
-            ..crate::model::config::tiny_for_tests()
-        };
-        B::seed(&Default::default(), 5);
-        let model = Decoder::<B>::init(&config, &Default::default()).unwrap();
+        let (tok, model) = tagged(5);
         let prompt = encode(
             &tok,
             "Q.<Parallel>\n<Goal>\n<Outline>\n1: a\n</Outline>\n<Outline>\n2: b\n</Outline>\n</Goal>",

@@ -181,12 +181,7 @@ impl<B: Backend> Attention<B> {
         mask: &AttentionMask<B>,
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
-        let [b, t, _] = x.dims();
-        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
-        let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
-        let mut v = heads(self.v_proj.forward(x), kv);
+        let (q, mut k, mut v) = self.qkv(x, cos, sin);
         if let Some(slot) = cache {
             if let Some(past) = slot.take() {
                 k = Tensor::cat(vec![past.k, k], 2);
@@ -198,6 +193,23 @@ impl<B: Backend> Attention<B> {
             });
         }
         self.attend(q, k, v, mask, None).0
+    }
+
+    /// Rotated queries and keys and the values of `x`, `[batch, heads, seq, head_dim]` (keys and
+    /// values with the key/value heads).
+    fn qkv(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t, _] = x.dims();
+        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
+        let k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
+        let v = heads(self.v_proj.forward(x), kv);
+        (q, k, v)
     }
 
     /// Attention of rotated queries over keys and values (`[batch, heads, seq, head_dim]`, keys
@@ -234,12 +246,7 @@ impl<B: Backend> Attention<B> {
         mask: &AttentionMask<B>,
         bias: Option<&Tensor<B, 4>>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
-        let [b, t, _] = x.dims();
-        let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
-        let k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
-        let v = heads(self.v_proj.forward(x), kv);
+        let (q, k, v) = self.qkv(x, cos, sin);
         self.attend(q, k, v, mask, bias)
     }
 }
