@@ -320,6 +320,28 @@ fn a_run_tokenizes_a_query_then_generates_and_plots() {
     }
     assert_eq!(lines[1]["prompt"], "What is DPO?");
     assert!(err.contains("generated") && err.contains("tokens/s"), "{err}");
+    // --parallel without a goal to fork at decodes exactly as the sequential sampler.
+    let o = firebrand(
+        d,
+        &[
+            "generate",
+            "runs/q",
+            "--prompt",
+            "What is SFT?",
+            "--json",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "5",
+            "--parallel",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let parallel: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(parallel["tokens"], lines[0]["tokens"], "{err}");
+    assert_eq!(parallel["finish"], lines[0]["finish"]);
+    assert!(err.contains("forks with [] paths"), "{err}");
 
     let o = firebrand(d, &["plot", "runs/q"]);
     assert!(o.status.success(), "{:?}", text(&o));

@@ -67,6 +67,14 @@ pub struct GenerateArgs {
     /// Print one JSON object per prompt (text, tokens, logprobs, finish) instead of the text.
     #[arg(long)]
     json: bool,
+    /// Multiverse parallel generation: fork at each `</Goal>` into one path per outline, decode
+    /// the paths as a batch and join them for the conclusion (prompts run one at a time;
+    /// --max-new-tokens counts the critical path; --stop strings are not applied).
+    #[arg(long)]
+    parallel: bool,
+    /// With --parallel: most paths per fork.
+    #[arg(long, default_value_t = 16)]
+    max_paths: usize,
 }
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
@@ -149,7 +157,33 @@ fn run_on<B: Backend>(a: &GenerateArgs, device: &B::Device) -> anyhow::Result<Ex
     let start = Instant::now();
     let mut out = std::io::stdout().lock();
     let mut generated = 0;
-    for (b, chunk) in encoded.chunks(a.batch_size.max(1)).enumerate() {
+    if a.parallel {
+        use firebrand_train::generate::parallel::{ParallelParams, generate_parallel};
+        let pp = ParallelParams {
+            sampling: params.clone(),
+            max_paths: a.max_paths,
+        };
+        for (i, prompt) in encoded.iter().enumerate() {
+            let c = generate_parallel(&trained.model, &tok, prompt, &pp)?;
+            generated += c.tokens.len();
+            let paths: Vec<usize> = c.forks.iter().map(|f| f.paths.len()).collect();
+            eprintln!(
+                "prompt {}: {} tokens, critical path {}, {} forward passes, forks with {paths:?} paths",
+                i + 1,
+                c.tokens.len(),
+                c.critical_path,
+                c.forward_passes
+            );
+            let as_completion = Completion {
+                text: c.text,
+                tokens: c.tokens,
+                logprobs: Vec::new(),
+                finish: c.finish,
+            };
+            print_completion(&mut out, a.json, prompts.len(), i, &prompts[i], &as_completion)?;
+        }
+    }
+    for (b, chunk) in encoded.chunks(a.batch_size.max(1)).enumerate().filter(|_| !a.parallel) {
         let completions = generate(&trained.model, &tok, chunk, &params)?;
         for (j, c) in completions.iter().enumerate() {
             let i = b * a.batch_size.max(1) + j;
