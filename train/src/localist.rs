@@ -477,16 +477,23 @@ impl LocalistRun {
                 .map(|r| blocks_from_anchors(&r.input_ids, &r.segment_ids, &self.anchor_ids))
                 .collect(),
             BlockSource::Adaptive => {
+                // Only the rows' own embeddings come to the host, not the whole table.
                 let w = model.embed_tokens.weight.val();
                 let [_, d] = w.dims();
-                let table: Vec<f32> = w.into_data().convert::<f32>().to_vec().unwrap_or_default();
+                let device = w.device();
                 rows.iter()
                     .map(|r| {
-                        let e: Vec<Vec<f32>> = r
-                            .input_ids
-                            .iter()
-                            .map(|&t| table.get(t as usize * d..(t as usize + 1) * d).unwrap_or(&[]).to_vec())
-                            .collect();
+                        let n = r.input_ids.len();
+                        let ids: Vec<i64> = r.input_ids.iter().map(|&t| i64::from(t)).collect();
+                        let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(ids, [n]), &device);
+                        let flat: Vec<f32> = w
+                            .clone()
+                            .select(0, idx)
+                            .into_data()
+                            .convert::<f32>()
+                            .to_vec()
+                            .unwrap_or_default();
+                        let e: Vec<Vec<f32>> = flat.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
                         blocks_adaptive(&e, &r.segment_ids, self.config.threshold)
                     })
                     .collect()
