@@ -1,5 +1,6 @@
 //! End-to-end tests of the `firebrand` command: the workspace's one CLI test binary.
 
 mod cli;
+mod mig;
 mod train;
 mod vifrag;

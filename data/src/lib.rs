@@ -19,6 +19,7 @@ pub mod store;
 pub mod template;
 pub mod tokenize;
 pub mod tokenizer;
+pub mod vectors;
 
 pub use error::{DataError, Result};
 pub use kind::DatasetKind;

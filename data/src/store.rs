@@ -68,7 +68,7 @@ impl std::fmt::Debug for Dataset {
     }
 }
 
-fn uri(path: &Path) -> Result<String> {
+pub(crate) fn uri(path: &Path) -> Result<String> {
     // Lance takes URIs; an absolute path keeps relative paths from depending on Lance's cwd handling.
     let abs = std::path::absolute(path).map_err(|e| DataError::io(path, e))?;
     abs.to_str()

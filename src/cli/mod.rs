@@ -7,6 +7,7 @@ mod eval;
 mod export;
 mod generate;
 mod local_model;
+mod mig;
 mod plot;
 mod progress;
 mod quickstart;
@@ -35,9 +36,12 @@ enum Command {
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
-    /// Synthesize datasets: multiverse (validate, convert), vifrag; lintseq, mig, prefs land later.
+    /// Synthesize datasets: multiverse (validate, convert), vifrag, mig; lintseq and prefs land later.
     #[command(subcommand)]
     Synth(synth::SynthCommand),
+    /// Embed labels (or lines) with a sentence-transformers model into a vector table:
+    /// firebrand embed data.lance --model all-MiniLM-L6-v2 --out labels.lance
+    Embed(mig::EmbedArgs),
     /// Train a model from a TOML recipe: firebrand train recipes/sft-tiny.toml train.lr=1e-4
     Train(train::TrainArgs),
     /// Generate text from a checkpoint, run or Hugging Face folder: firebrand generate RUN --prompt "Hi"
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenizer(cmd) => tokenizer::run(cmd),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Synth(c) => synth::run(c),
+        Command::Embed(a) => mig::embed(a).map(|()| ExitCode::SUCCESS),
         Command::Train(a) => train::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Export(a) => export::run(a),

@@ -1,4 +1,4 @@
-//! `firebrand synth ...`: the synthesizers. Today: `multiverse validate` and `multiverse convert`.
+//! `firebrand synth ...`: the synthesizers: `multiverse validate|convert`, `vifrag`, `mig`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,10 @@ pub enum SynthCommand {
     /// VIF-RAG: queries + passages → prompts with verifiable instructions; --generate answers
     /// them and keeps responses that pass every verifier.
     Vifrag(super::vifrag::VifragArgs),
-    /// Synthesizers of other issues (lintseq, mig, prefs): not landed yet.
+    /// MIG: select N records maximising information gain over the label graph (labels + score
+    /// columns; label vectors from `firebrand embed`).
+    Mig(super::mig::MigArgs),
+    /// Synthesizers of other issues (lintseq, prefs): not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
 }
@@ -91,10 +94,11 @@ pub fn run(cmd: SynthCommand) -> anyhow::Result<ExitCode> {
         SynthCommand::Multiverse(MultiverseCommand::Validate(a)) => validate(&a),
         SynthCommand::Multiverse(MultiverseCommand::Convert(a)) => convert(&a),
         SynthCommand::Vifrag(a) => super::vifrag::run(&a),
+        SynthCommand::Mig(a) => super::mig::run(a).map(|()| ExitCode::SUCCESS),
         SynthCommand::Other(args) => {
             let name = args.first().map(String::as_str).unwrap_or("");
             eprintln!(
-                "firebrand synth {name}: not available in this build yet: lintseq, mig and prefs land with issues 4, 5 and 9."
+                "firebrand synth {name}: not available in this build yet: lintseq and prefs land with issues 4 and 9."
             );
             Ok(ExitCode::from(2))
         }

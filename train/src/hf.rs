@@ -125,6 +125,11 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
         Ok(TensorData::new(values, shape.to_vec()))
     }
 
+    /// Whether the files hold a tensor called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.location.contains_key(name)
+    }
+
     /// Names in the files that the model did not read.
     pub fn unused(&self, config: &ModelConfig) -> Vec<String> {
         let mut left: Vec<String> = self

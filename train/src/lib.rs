@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod device;
+pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod hf;

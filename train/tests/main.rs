@@ -1,4 +1,5 @@
 //! The training crate's one integration-test binary.
 
+mod encoder;
 mod generate;
 mod hf;
