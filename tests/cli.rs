@@ -104,6 +104,9 @@ fn quickstart_imports_trains_a_tokenizer_tokenizes_and_reports() {
         "{out}"
     );
     assert!(out.contains(" of 32 responses passed all their instructions)"), "{out}");
+    // MIG picked 8 of the 16 prompts by instruction-label coverage.
+    assert!(out.contains("pool: 16 records read, 16 in the pool"), "{out}");
+    assert!(out.contains("wrote qs/vifrag_mig.lance (8 rows, version 1)"), "{out}");
     assert!(
         out.contains("\nTokyo.\n"),
         "the trained model answers the sample's question:\n{out}"

@@ -82,6 +82,10 @@ pub struct MigArgs {
     /// Divide each record's score by its number of labels.
     #[arg(long)]
     norm: bool,
+    /// Ignore the score column: every record scores 1, so selection maximises label coverage alone
+    /// (the paper's constant-score ablation; for data without a quality score, such as prompts).
+    #[arg(long)]
+    constant_score: bool,
     /// Which gain greedy maximises.
     #[arg(long, value_enum, default_value_t = GainArg::FirstOrder)]
     gain: GainArg,
@@ -182,8 +186,12 @@ fn model_or_default(model: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// The distinct labels of a dataset, sorted.
 fn dataset_labels(ds: &Dataset) -> anyhow::Result<Vec<String>> {
-    let mut report = PoolReport::default();
-    let pool = read_pool(ds, &PoolOptions::default(), &mut report)?;
+    // Every record's labels, scored or not.
+    let all = PoolOptions {
+        constant_score: true,
+        ..PoolOptions::default()
+    };
+    let pool = read_pool(ds, &all, &mut PoolReport::default())?;
     Ok(pool.names)
 }
 
@@ -242,6 +250,7 @@ pub fn run(args: MigArgs) -> anyhow::Result<()> {
         vocabulary,
         norm: args.norm,
         strict: args.strict,
+        constant_score: args.constant_score,
     };
     let mut report = PoolReport::default();
     let mut pool = read_pool(&input, &options, &mut report)

@@ -4,7 +4,8 @@
 //! statistics and one tokenized row with its loss mask, train `recipes/sft-tiny.toml` on CPU,
 //! export the result as a Hugging Face folder, generate answers from the export, and run the
 //! VIF-RAG loop with it (embedded queries → prompts with verifiable instructions → sampled answers
-//! → the ones that pass every verifier). Each step is run through the same command line parser,
+//! → the ones that pass every verifier), then embed the prompts' instruction labels and let MIG pick
+//! the 8 prompts that cover them best. Each step is run through the same command line parser,
 //! and printed, so the output doubles as a tour.
 
 use std::path::PathBuf;
@@ -66,6 +67,10 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         format!(
             "synth vifrag --sample --out {dir}/vifrag.lance --generate {dir}/vifrag_chat.lance --model {dir}/export --n 2 --max-tokens 48 --overwrite"
         ),
+        format!("embed {dir}/vifrag.lance --out {dir}/vifrag_labels.lance --overwrite"),
+        format!(
+            "synth mig {dir}/vifrag.lance --n 8 --constant-score --embeddings {dir}/vifrag_labels.lance --out {dir}/vifrag_mig.lance --overwrite"
+        ),
     ];
     for step in steps {
         println!("$ firebrand {step}");
@@ -78,7 +83,7 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<ExitCode> {
         println!();
     }
     println!(
-        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny (curves in metrics.png), the model in {dir}/export, VIF-RAG prompts in {dir}/vifrag.lance and the answers that passed in {dir}/vifrag_chat.lance"
+        "done: packed data in {dir}/tokens.lance, the run in {dir}/checkpoints/sft-tiny (curves in metrics.png), the model in {dir}/export, VIF-RAG prompts in {dir}/vifrag.lance, the answers that passed in {dir}/vifrag_chat.lance, and the 8 prompts MIG picks for instruction coverage in {dir}/vifrag_mig.lance"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -24,6 +24,9 @@ pub struct PoolOptions {
     pub norm: bool,
     /// A record without labels or score is an error instead of being left out.
     pub strict: bool,
+    /// Every record scores 1, whatever its `score` column says: selection by label coverage
+    /// alone (the paper's constant-score ablation), for data without a quality score.
+    pub constant_score: bool,
 }
 
 /// What reading the pool found.
@@ -71,6 +74,7 @@ impl Pool {
         };
         for (id, row, labels, score) in records {
             report.read += 1;
+            let score = if options.constant_score { Some(1.0) } else { score };
             let reason = if labels.is_empty() {
                 Some("no labels")
             } else if score.is_none() {
@@ -271,7 +275,7 @@ mod tests {
         let options = PoolOptions {
             vocabulary: Some(vocab),
             norm: true,
-            strict: false,
+            ..PoolOptions::default()
         };
         let mut report = PoolReport::default();
         let pool = Pool::from_records(
@@ -305,6 +309,17 @@ mod tests {
         };
         let err = Pool::from_records(vec![rec("9", &[], Some(1.0))], &strict, &mut PoolReport::default()).unwrap_err();
         assert!(err.to_string().contains("record `9`"), "{err}");
+        let constant = PoolOptions {
+            constant_score: true,
+            ..PoolOptions::default()
+        };
+        let pool = Pool::from_records(
+            vec![rec("1", &["a"], None), rec("2", &["b"], Some(7.0)), rec("3", &[], None)],
+            &constant,
+            &mut PoolReport::default(),
+        )
+        .unwrap();
+        assert_eq!(pool.values, vec![1.0, 1.0]);
     }
 
     #[test]
