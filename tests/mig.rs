@@ -34,7 +34,8 @@ fn write_pool(d: &std::path::Path, extra: &[&str]) {
 
 fn reference_picks() -> Vec<String> {
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/example/reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/example/reference_t0.5.json")).unwrap())
+            .unwrap();
     v["picks"]
         .as_array()
         .unwrap()
@@ -52,26 +53,25 @@ fn embed_then_select_matches_the_reference_on_its_example() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("embedded 27 labels (384 dims)"), "{out}");
-    let o = firebrand(
-        d,
-        &[
-            "synth",
-            "mig",
-            "pool.lance",
-            "--n",
-            "5",
-            "--embeddings",
-            "labels.lance",
-            "--out",
-            "sel.lance",
-            "--picks",
-            "picks.jsonl",
-        ],
-    );
+    // At threshold 0.5 the example's labels have 6 edges: our vectors must put the same pairs above
+    // it as sentence-transformers' did for the reference, or the picks differ.
+    let mig = |extra: &[&str]| {
+        let mut args = vec!["synth", "mig", "pool.lance", "--n", "8", "--threshold", "0.5"];
+        args.extend_from_slice(extra);
+        firebrand(d, &args)
+    };
+    let o = mig(&[
+        "--embeddings",
+        "labels.lance",
+        "--out",
+        "sel.lance",
+        "--picks",
+        "picks.jsonl",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("pool: 9 records read, 9 in the pool"), "{out}");
-    assert!(out.contains("graph: 27 labels"), "{out}");
+    assert!(out.contains("graph: 27 labels, 6 edges at similarity >= 0.5"), "{out}");
     let want = reference_picks();
     let rows: Vec<CompletionRow> = Dataset::open(d.join("sel.lance")).unwrap().read_all().unwrap();
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
@@ -85,16 +85,18 @@ fn embed_then_select_matches_the_reference_on_its_example() {
         assert_eq!(row.completion, "a");
     }
     let picks = std::fs::read_to_string(d.join("picks.jsonl")).unwrap();
-    assert_eq!(picks.lines().count(), 5);
+    assert_eq!(picks.lines().count(), 8);
     // Embedding on the fly (the default model) picks the same.
-    let o = firebrand(d, &["synth", "mig", "pool.lance", "--n", "5", "--out", "sel2.lance"]);
+    let o = mig(&["--out", "sel2.lance"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let rows: Vec<CompletionRow> = Dataset::open(d.join("sel2.lance")).unwrap().read_all().unwrap();
     assert_eq!(rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), want);
-    // An existing output is refused without --overwrite.
-    let o = firebrand(d, &["synth", "mig", "pool.lance", "--n", "5", "--out", "sel2.lance"]);
+    // Existing outputs (the dataset, the picks file) are refused without --overwrite.
+    let o = mig(&["--out", "sel2.lance"]);
     assert!(!o.status.success());
-    assert!(text(&o).1.contains("--overwrite"), "{:?}", text(&o));
+    assert!(text(&o).1.contains("sel2.lance: already exists"), "{:?}", text(&o));
+    let o = mig(&["--out", "sel3.lance", "--picks", "picks.jsonl"]);
+    assert!(text(&o).1.contains("picks.jsonl: already exists"), "{:?}", text(&o));
 }
 
 #[test]
@@ -146,6 +148,44 @@ fn bad_inputs_are_counted_or_refused() {
     assert!(!o.status.success());
     let err = text(&o).1;
     assert!(err.contains("asked for 11 records but the pool holds 10"), "{err}");
+    // A label without a vector is an error with --strict (the only problem in this pool).
+    let dir2 = tempfile::tempdir().unwrap();
+    let d2 = dir2.path();
+    write_pool(
+        d2,
+        &[r#"{"id": "unknown", "prompt": "q", "completion": "a", "labels": ["no such label anywhere"], "score": 2.0}"#],
+    );
+    std::fs::copy(format!("{FIXTURES}/example/vectors.jsonl"), d2.join("v.jsonl")).unwrap();
+    let o = firebrand(
+        d2,
+        &[
+            "synth",
+            "mig",
+            "pool.lance",
+            "--embeddings",
+            "v.jsonl",
+            "--out",
+            "s.lance",
+            "--n",
+            "2",
+            "--strict",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = text(&o).1;
+    assert!(
+        err.contains("1 label(s) of the pool have no vector, e.g. `no such label anywhere`"),
+        "{err}"
+    );
+    // A vocabulary that matches nothing leaves no information: refused, not the first N rows.
+    std::fs::write(d.join("none.json"), r#"["Code Translation"]"#).unwrap();
+    let o = run(&["--n", "2", "--vocab", "none.json"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("no record carries any information"),
+        "{:?}",
+        text(&o)
+    );
     // A vocabulary removes labels outside it (the reference's valid-tag filter).
     std::fs::write(d.join("vocab.json"), r#"["code translation", "information retrieval"]"#).unwrap();
     let o = run(&["--n", "2", "--vocab", "vocab.json"]);

@@ -34,7 +34,8 @@ P=/tmp/pool1m
 time python3 benches/mig/make_pool.py --records 1000000 --labels 5000 --dim 384 --seed 1 --out $P
 /tmp/firebrand data import $P/pool.jsonl --out $P/pool.lance
 /usr/bin/time -v /tmp/firebrand synth mig $P/pool.lance --n "$N" --out $P/sel.lance --embeddings $P/vectors.jsonl \
-  --picks "$OUT/firebrand_picks.jsonl" 2>&1 | tee "$OUT/firebrand.log" | grep -v "^\s" || true
+  --picks "$OUT/firebrand_picks.jsonl" > "$OUT/firebrand.log" 2>&1 || { cat "$OUT/firebrand.log"; exit 1; }
+grep -v "^\s" "$OUT/firebrand.log"
 grep -E "Elapsed|Maximum resident" "$OUT/firebrand.log" || true
 
 python3 benches/mig/reference.py synthetic --ref .ref/MIG --pool $P/pool.jsonl --vectors $P/vectors.jsonl \

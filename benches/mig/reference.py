@@ -46,10 +46,10 @@ def load_reference(ref):
     return DataPoint, MIGDataPoint, LabelGraph, SimLabelGraph, MIGSampler
 
 
-def run_sampler(MIGSampler, graph, pool, n, batch_size, max_seconds):
+def run_sampler(MIGSampler, graph, pool, n, batch_size, max_seconds, norm=False):
     import torch
 
-    sampler = MIGSampler(graph, norm=False)  # the CLI's default: norm off
+    sampler = MIGSampler(graph, norm=norm)  # the CLI's default: norm off
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -153,18 +153,31 @@ def example(args):
     graph = SimLabelGraph(pool, embedding_model=args.model, sim_threshold=args.threshold)
     # The vectors the graph was built from, for firebrand's side of the parity test.
     emb = graph._embedding_model.encode(graph.labels, convert_to_tensor=True, normalize_embeddings=True)
-    picks, _, _ = run_sampler(MIGSampler, graph, pool, args.n, 0, 0)
+    picks, _, _ = run_sampler(MIGSampler, graph, pool, args.n, 0, 0, norm=args.norm)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "example_pool.jsonl"), "w") as f:
+    with open(os.path.join(args.out, "pool.jsonl"), "w") as f:
         for dp in pool:
             f.write(json.dumps({"id": dp.raw["_id"], "labels": dp.labels, "score": dp.score}) + "\n")
-    with open(os.path.join(args.out, "example_vectors.jsonl"), "w") as f:
+    # The same records with their raw tags, and the part of the valid-tag list they touch: firebrand's
+    # --vocab filter must arrive at the reference's labels.
+    valid = set(MIGDataPoint.valid_tags)
+    raw_tags = set()
+    with open(os.path.join(args.out, "pool_raw.jsonl"), "w") as f:
+        for dp in pool:
+            tags = dp.raw["annotation"]["instag"]["content"]
+            raw_tags.update(tags)
+            f.write(json.dumps({"id": dp.raw["_id"], "labels": tags, "score": dp.score}) + "\n")
+    with open(os.path.join(args.out, "vocab.json"), "w") as f:
+        json.dump(sorted(t for t in raw_tags if t in valid), f, indent=0)
+    with open(os.path.join(args.out, "vectors.jsonl"), "w") as f:
         for label, v in zip(graph.labels, emb.float().cpu().tolist()):
             f.write(json.dumps({"label": label, "vector": v}) + "\n")
-    with open(os.path.join(args.out, "example_picks.json"), "w") as f:
-        json.dump({"picks": picks, "skipped_lines": skipped, "labels": len(graph),
-                   "edges": int(((graph.wam > 0).sum().item() - len(graph)) // 2),
-                   "torch": torch.__version__}, f)
+    name = f"reference_t{args.threshold}{'_norm' if args.norm else ''}.json"
+    with open(os.path.join(args.out, name), "w") as f:
+        json.dump({"picks": picks, "skipped_lines": skipped, "labels": len(graph), "threshold": args.threshold,
+                   "norm": args.norm, "edges": int(((graph.wam > 0).sum().item() - len(graph)) // 2),
+                   "torch": torch.__version__,
+                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}, f, indent=0)
     print(json.dumps({"pool": len(pool), "labels": len(graph), "picks": picks, "skipped_lines": skipped}))
 
 
@@ -186,6 +199,7 @@ def main():
     e.add_argument("--model", required=True)
     e.add_argument("--n", type=int, default=5)
     e.add_argument("--threshold", type=float, default=0.9)
+    e.add_argument("--norm", action="store_true", help="divide scores by the number of labels")
     e.add_argument("--out", required=True)
     args = ap.parse_args()
     synthetic(args) if args.mode == "synthetic" else example(args)

@@ -144,7 +144,13 @@ fn encode<B: Backend>(model: &Path, texts: &[String], batch: usize, device: &B::
     let bar = progress::bar(texts.len() as u64, "embedding", false);
     let mut data = Vec::with_capacity(texts.len() * encoder.dim());
     for chunk in texts.chunks(batch.max(1)) {
-        for v in encoder.encode(chunk, batch)? {
+        for mut v in encoder.encode(chunk, batch)? {
+            // MIG's graph takes cosine similarity as a dot product (the reference embeds with
+            // normalize_embeddings=True): unit vectors whether or not the model normalises.
+            if !encoder.normalizes() {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
             data.extend(v);
         }
         bar.inc(chunk.len() as u64);
@@ -196,6 +202,12 @@ fn dataset_labels(ds: &Dataset) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
+    if args.out.exists() && !args.overwrite {
+        bail!(
+            "{}: already exists\n  hint: pass --overwrite to replace it",
+            args.out.display()
+        );
+    }
     let texts: Vec<String> = if args.input.is_dir() {
         let ds = Dataset::open(&args.input)?;
         dataset_labels(&ds)?
@@ -234,11 +246,13 @@ pub fn run(args: MigArgs) -> anyhow::Result<()> {
         GainArg::FirstOrder => Gain::FirstOrder,
         GainArg::Exact => Gain::Exact,
     };
-    if args.out.exists() && !args.overwrite {
-        bail!(
-            "{}: already exists\n  hint: pass --overwrite to replace it",
-            args.out.display()
-        );
+    for path in std::iter::once(&args.out).chain(&args.picks) {
+        if path.exists() && !args.overwrite {
+            bail!(
+                "{}: already exists\n  hint: pass --overwrite to replace it",
+                path.display()
+            );
+        }
     }
     let t_read = Instant::now();
     let input = Dataset::open(&args.input)?;
@@ -256,6 +270,13 @@ pub fn run(args: MigArgs) -> anyhow::Result<()> {
     let mut pool = read_pool(&input, &options, &mut report)
         .with_context(|| format!("reading the pool {}", args.input.display()))?;
     let read_s = t_read.elapsed().as_secs_f64();
+    if args.n > pool.len() {
+        bail!(
+            "asked for {} records but the pool holds {}\n  hint: lower --n",
+            args.n,
+            pool.len()
+        );
+    }
 
     let t_graph = Instant::now();
     let table = match &args.embeddings {
@@ -279,11 +300,8 @@ pub fn run(args: MigArgs) -> anyhow::Result<()> {
         }
         pool.retain_labels(|l| known.contains(l), "no vector", &mut report);
     }
-    let vectors = LabelVectors {
-        labels: table.labels,
-        dim: table.dim,
-        data: table.data,
-    };
+    let rows: Vec<Vec<f32>> = table.data.chunks(table.dim.max(1)).map(<[f32]>::to_vec).collect();
+    let vectors = LabelVectors::new(table.labels, rows)?;
     let graph = LabelGraph::build(
         &pool.names,
         &vectors,
@@ -319,6 +337,10 @@ pub fn run(args: MigArgs) -> anyhow::Result<()> {
     let write_s = t_write.elapsed().as_secs_f64();
 
     print_report(&report, &pool.len(), &graph, &selection, args.threshold, gain);
+    let removed: usize = report.labels_removed.values().sum();
+    if removed > pool.label_occurrences() {
+        println!("warning: more label occurrences were removed ({removed}) than kept; check --vocab and the vectors");
+    }
     println!("time: read {read_s:.2} s, graph {graph_s:.2} s, select {select_s:.2} s, write {write_s:.2} s");
     println!(
         "wrote {} ({} rows, version {})",

@@ -7,9 +7,9 @@
 //! (`max_seq_length`, which overrides the tokenizer's own truncation), `1_Pooling/config.json` (mean,
 //! CLS or max pooling) and `modules.json` (a `Normalize` module normalises the output).
 //!
-//! The forward pass is BERT's (Devlin et al.; `transformers`' `modeling_bert.py`): word + position
-//! + token-type embeddings and LayerNorm, then post-norm layers of self-attention and a GELU (erf)
-//! feed-forward, each added to its input and normalised. Padding is masked out of attention and of
+//! The forward pass is BERT's (Devlin et al.; `transformers`' `modeling_bert.py`): the sum of word,
+//! position and token-type embeddings, LayerNorm, then post-norm layers of self-attention and a GELU
+//! (erf) feed-forward, each added to its input and normalised. Padding is masked out of attention and of
 //! pooling. Inference only, f32.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +124,7 @@ pub struct SentenceEncoder<B: Backend> {
     tokenizer: tokenizers::Tokenizer,
     pooling: Pooling,
     normalize: bool,
+    lower_case: bool,
     device: B::Device,
     dir: PathBuf,
 }
@@ -162,7 +163,7 @@ impl<B: Backend> SentenceEncoder<B> {
                 format!("hidden_act `{}`: only `gelu` is supported", config.hidden_act),
             ));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
             return Err(bad(
                 &config_path,
                 "hidden_size must be a multiple of num_attention_heads",
@@ -170,16 +171,19 @@ impl<B: Backend> SentenceEncoder<B> {
         }
         // sentence-transformers settings: sequence length, pooling, normalisation.
         let st_path = dir.join("sentence_bert_config.json");
-        let max_len = if st_path.exists() {
+        let st = if st_path.exists() {
             read_json(&st_path)?
-                .get("max_seq_length")
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize)
-                .unwrap_or(config.max_position_embeddings)
         } else {
-            config.max_position_embeddings
-        }
-        .min(config.max_position_embeddings);
+            serde_json::Value::Null
+        };
+        let max_len = st
+            .get("max_seq_length")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        // sentence-transformers lower-cases the input itself when asked (before the tokenizer).
+        let lower_case = st.get("do_lower_case").and_then(|v| v.as_bool()).unwrap_or(false);
         let pooling_path = dir.join("1_Pooling").join("config.json");
         let pooling = if pooling_path.exists() {
             let v = read_json(&pooling_path)?;
@@ -202,15 +206,27 @@ impl<B: Backend> SentenceEncoder<B> {
         } else {
             Pooling::Mean
         };
+        // The module pipeline: a transformer, pooling and optional normalisation are what is
+        // implemented; anything else (a Dense projection, ...) would change the vectors, so it is
+        // refused rather than skipped.
         let modules_path = dir.join("modules.json");
-        let normalize = modules_path.exists()
-            && read_json(&modules_path)?.as_array().is_some_and(|m| {
-                m.iter().any(|x| {
-                    x.get("type")
-                        .and_then(|t| t.as_str())
-                        .is_some_and(|t| t.ends_with("models.Normalize"))
-                })
-            });
+        let mut normalize = false;
+        if modules_path.exists() {
+            let modules = read_json(&modules_path)?;
+            for module in modules.as_array().map(Vec::as_slice).unwrap_or_default() {
+                let kind = module.get("type").and_then(|t| t.as_str()).unwrap_or("");
+                match kind.rsplit('.').next().unwrap_or("") {
+                    "Transformer" | "Pooling" => {}
+                    "Normalize" => normalize = true,
+                    other => {
+                        return Err(bad(
+                            &modules_path,
+                            format!("module `{other}` is not supported (Transformer, Pooling and Normalize are)"),
+                        ));
+                    }
+                }
+            }
+        }
         let mut tokenizer = firebrand_data::tokenizer::load(dir)?;
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -286,6 +302,7 @@ impl<B: Backend> SentenceEncoder<B> {
             tokenizer,
             pooling,
             normalize,
+            lower_case,
             device: device.clone(),
             dir: dir.to_path_buf(),
         })
@@ -314,7 +331,13 @@ impl<B: Backend> SentenceEncoder<B> {
     }
 
     fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, TrainError> {
-        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let lowered: Vec<String>;
+        let inputs: Vec<&str> = if self.lower_case {
+            lowered = texts.iter().map(|t| t.to_lowercase()).collect();
+            lowered.iter().map(String::as_str).collect()
+        } else {
+            texts.iter().map(String::as_str).collect()
+        };
         let encodings = self
             .tokenizer
             .encode_batch(inputs, true)

@@ -42,6 +42,7 @@ fn minilm_vectors_match_sentence_transformers() {
     assert!(encoder.normalizes());
     // Batches of 5 mix lengths, so padding is exercised; the long text is truncated at 256 tokens.
     let got = encoder.encode(&texts, 5).unwrap();
+    assert_eq!(got.len(), expected.len());
     let mut worst = 0.0f32;
     for ((text, want), have) in expected.iter().zip(&got) {
         let cos: f32 = want.iter().zip(have).map(|(a, b)| a * b).sum();

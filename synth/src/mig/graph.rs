@@ -2,7 +2,9 @@
 //! `SimLabelGraph.calc_weighted_adjacency_matrix` and `MIGSampler.calc_prop_matrix`).
 //!
 //! W_pq = cos(e_p, e_q) where that is at or above the threshold (default 0.9), else 0; the diagonal
-//! is each label's similarity with itself (≈ 1), so every label has a self-loop. W′ scales the
+//! is each label's similarity with itself (≈ 1) and is always kept, so every label has a self-loop
+//! (the reference thresholds the diagonal too, and a threshold above a label's self-similarity
+//! would give it a zero column and NaN propagation there). W′ scales the
 //! off-diagonal by the propagation weight α (default 1). The propagation matrix is W′ with each
 //! column divided by its sum, P_pq = W′_pq / Σ_r W′_rq, applied to row vectors: a record's
 //! propagated information is ê[q] = Σ_p x[p] P_pq.
@@ -147,7 +149,7 @@ impl LabelGraph {
         }
         for (label, row) in labels.iter().zip(&rows) {
             let norm = dot(row, row).sqrt();
-            if (norm - 1.0).abs() > NORM_TOLERANCE {
+            if !norm.is_finite() || (norm - 1.0).abs() > NORM_TOLERANCE {
                 return Err(MigError::Invalid(format!(
                     "the vector of label `{label}` has length {norm:.4}, not 1\n  hint: label vectors must be normalised (`firebrand embed` writes them so)"
                 )));
@@ -161,7 +163,7 @@ impl LabelGraph {
                 let mut out = Vec::new();
                 for (q, other) in rows.iter().enumerate() {
                     let sim = dot(rows[p], other);
-                    if sim >= threshold {
+                    if sim >= threshold || p == q {
                         out.push((q as u32, sim));
                     }
                 }
@@ -363,6 +365,19 @@ mod tests {
         let raw = LabelVectors::new(vec!["a".into()], vec![vec![3.0, 4.0]]).unwrap();
         let err = LabelGraph::build(&["a".to_string()], &raw, GraphOptions::default()).unwrap_err();
         assert!(err.to_string().contains("length 5.0000"), "{err}");
+        let nan = LabelVectors::new(vec!["a".into()], vec![vec![f32::NAN, 0.0]]).unwrap();
+        assert!(LabelGraph::build(&["a".to_string()], &nan, GraphOptions::default()).is_err());
+        // A threshold of 1 keeps every self-loop, even where rounding puts a self-similarity below 1.
+        let g = LabelGraph::build(
+            &labels,
+            &v,
+            GraphOptions {
+                threshold: 1.0,
+                prop_weight: 1.0,
+            },
+        )
+        .unwrap();
+        assert_eq!((g.row(0).0, g.row(1).0), (&[0u32][..], &[1u32][..]));
         assert!(LabelVectors::new(vec!["a".into(), "a".into()], vec![vec![1.0], vec![1.0]]).is_err());
     }
 }

@@ -16,15 +16,21 @@
 //!   paper's submodularity argument (its Appendix C) is about.
 //!
 //! Both gains only fall as z grows (φ′ decreasing, everything non-negative), so lazy greedy
-//! (Minoux) returns exactly the picks of a full scan at a fraction of its cost; the reference scans
-//! the whole dense pool once per pick.
+//! (Minoux) returns the picks of a full scan at a fraction of its cost; the reference scans the
+//! whole dense pool once per pick. For the first-order gain this holds in floating point too (each
+//! h is rebuilt in a fixed order from non-increasing terms); the exact gain's φ(z+e) − φ(z) can
+//! wobble by rounding, so there it holds up to rounding.
 //!
 //! Choices where the paper and the reference are silent or differ:
 //! - Records whose labels are all outside the vocabulary stay in the pool with zero information, as
 //!   in the reference; records with no labels at all, or no score, are left out and counted.
 //! - A label repeated in a record counts once (the reference assigns, it does not add); with
-//!   `norm` the score is divided by the number of labels before de-duplication, as the reference
-//!   divides by `len(dp.labels)`.
+//!   `norm` the score is divided by the number of labels after the vocabulary filter and before
+//!   de-duplication, as the reference divides by `len(dp.labels)`. Labels later removed for having
+//!   no vector (a case the reference does not have: it embeds every label) keep their share of
+//!   the score: the record's information on them is lost, not moved to its other labels.
+//! - Records whose labels are all removed carry no information; a selection where no record
+//!   carries any is refused rather than returning the first N rows.
 //! - Label vectors are used as given (the reference normalises them when it embeds); `graph.rs`
 //!   refuses vectors far from unit length instead of silently renormalising.
 

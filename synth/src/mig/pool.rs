@@ -62,10 +62,10 @@ impl Pool {
     ///
     /// # Errors
     /// With `strict`, on the first record without labels or score.
-    pub fn from_records<'a>(
+    pub fn from_records(
         records: impl IntoIterator<Item = (String, u64, Vec<String>, Option<f64>)>,
         options: &PoolOptions,
-        report: &'a mut PoolReport,
+        report: &mut PoolReport,
     ) -> Result<Pool, MigError> {
         let mut interned: HashMap<String, u32> = HashMap::new();
         let mut pool = Pool {
@@ -138,6 +138,11 @@ impl Pool {
     /// Number of records.
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Label occurrences over all records (after de-duplication within a record).
+    pub fn label_occurrences(&self) -> usize {
+        self.label_ids.len()
     }
 
     /// Whether the pool is empty.
