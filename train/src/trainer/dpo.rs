@@ -13,11 +13,11 @@
 //! Each loss is a mean over the pairs of the batch. Rewards are the implicit ones, β(log π − log π_ref)
 //! of each completion; accuracy is the share of pairs whose chosen reward beats the rejected one.
 
-use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
+use burn::tensor::activation::{log_sigmoid, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 
-use super::sft::SftBatch;
+use super::sft::{SftBatch, target_logps};
 use crate::error::TrainError;
 use crate::model::Decoder;
 
@@ -157,13 +157,9 @@ pub fn dpo_loss<B: Backend>(options: &DpoOptions, p: &PairLogps<B>) -> (Tensor<B
 /// completion when the row's loss mask covers the completion (as the preference template renders
 /// it). Same targets and masking as the SFT loss, summed per row instead of over the batch.
 pub fn sequence_logps<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 1> {
-    let hidden = model.hidden(batch.input_ids.clone(), batch.position_ids.clone(), &batch.mask);
-    let logits = model.logits(hidden);
-    let [b, t, _] = logits.dims();
-    let logp = log_softmax(logits, 2)
-        .gather(2, batch.targets.clone().reshape([b, t, 1]))
-        .reshape([b, t]);
-    (logp * batch.weights.clone()).sum_dim(1).reshape([b])
+    let logp = target_logps(model, batch);
+    let [b, _] = logp.dims();
+    logp.sum_dim(1).reshape([b])
 }
 
 #[cfg(test)]

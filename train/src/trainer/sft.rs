@@ -126,13 +126,19 @@ pub fn collate<B: Backend>(rows: &[TokensRow], device: &B::Device) -> Result<Sft
 /// # Shapes
 /// Returns a one-element tensor.
 pub fn loss<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 1> {
+    target_logps(model, batch).sum().neg()
+}
+
+/// `[batch, seq]` log p of each position's target, zero where the target does not count: what the
+/// SFT loss sums over the batch and DPO's sequence log-probs sum per row.
+pub fn target_logps<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 2> {
     let hidden = model.hidden(batch.input_ids.clone(), batch.position_ids.clone(), &batch.mask);
     let logits = model.logits(hidden);
     let [b, t, _] = logits.dims();
     let logp = log_softmax(logits, 2)
         .gather(2, batch.targets.clone().reshape([b, t, 1]))
         .reshape([b, t]);
-    (logp * batch.weights.clone()).sum().neg()
+    logp * batch.weights.clone()
 }
 
 /// The SFT loss with the localist dial (`crate::localist`): every layer's scores get its bias,
