@@ -6,5 +6,6 @@
 pub mod generator;
 pub mod mig;
 pub mod multiverse;
+pub mod reward;
 pub mod runner;
 pub mod vifrag;

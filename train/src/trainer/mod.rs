@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod dpo;
+pub mod grpo;
 pub mod optim;
 pub mod run;
 pub mod schedule;
