@@ -79,7 +79,7 @@ impl Default for GrpoOptions {
 /// # Errors
 /// When `rewards` is not a whole number of groups.
 pub fn advantages(rewards: &[Option<f64>], group: usize, scale: ScaleRewards) -> Result<Vec<f64>, TrainError> {
-    if group == 0 || rewards.len() % group != 0 {
+    if group == 0 || !rewards.len().is_multiple_of(group) {
         return Err(TrainError::Batch(format!(
             "{} rewards do not split into groups of {group}",
             rewards.len()
