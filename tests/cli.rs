@@ -50,7 +50,7 @@ fn subcommands_not_landed_say_so_and_fail() {
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
     assert!(
-        err.contains("firebrand synth lintseq: not available in this build yet") && err.contains("issues 4"),
+        err.contains("firebrand synth lintseq: not available in this build yet") && err.contains("issue 4"),
         "{err}"
     );
 }

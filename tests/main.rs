@@ -2,5 +2,6 @@
 
 mod cli;
 mod mig;
+mod prefs;
 mod train;
 mod vifrag;

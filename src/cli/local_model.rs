@@ -93,3 +93,48 @@ pub fn local_generator(path: &Path, device: &str) -> anyhow::Result<Box<dyn Gene
         }
     })
 }
+
+/// Where answers come from: an OpenAI-compatible endpoint, or a local model through the sampler.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// OpenAI-compatible endpoint (base URL such as http://localhost:8000/v1).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// With --endpoint: the served model's name; otherwise a local checkpoint, run or HF folder.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Environment variable holding the endpoint's API key (never printed).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub key_env: String,
+    /// Requests in flight at once (endpoint).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds per request before it is retried (endpoint).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// With a local model: cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    /// The generator these flags name; `what` is the flag that needs it, for the error message.
+    pub fn generator(&self, what: &str) -> anyhow::Result<Box<dyn Generator>> {
+        use firebrand_synth::generator::openai::{OpenAiConfig, OpenAiGenerator};
+        match (&self.endpoint, &self.model) {
+            (Some(url), Some(name)) => Ok(Box::new(
+                OpenAiGenerator::new(OpenAiConfig {
+                    key_env: self.key_env.clone(),
+                    concurrency: self.concurrency,
+                    timeout: std::time::Duration::from_secs(self.timeout),
+                    ..OpenAiConfig::new(url.clone(), name.clone())
+                })
+                .map_err(anyhow::Error::msg)
+                .context("--endpoint")?,
+            )),
+            (Some(_), None) => bail!("--endpoint needs --model NAME (the model the server serves)"),
+            (None, Some(path)) => local_generator(Path::new(path), &self.device),
+            (None, None) => bail!("{what} needs --endpoint URL --model NAME, or --model DIR (a local checkpoint)"),
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod generate;
 mod local_model;
 mod mig;
 mod plot;
+mod prefs;
 mod progress;
 mod quickstart;
 mod synth;
@@ -36,7 +37,7 @@ enum Command {
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
-    /// Synthesize datasets: multiverse (validate, convert), vifrag, mig; lintseq and prefs land later.
+    /// Synthesize datasets: multiverse (validate, convert), vifrag, mig, prefs; lintseq lands later.
     #[command(subcommand)]
     Synth(synth::SynthCommand),
     /// Embed labels (or lines) with a sentence-transformers model into a vector table:

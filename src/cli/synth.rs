@@ -1,4 +1,4 @@
-//! `firebrand synth ...`: the synthesizers: `multiverse validate|convert`, `vifrag`, `mig`.
+//! `firebrand synth ...`: the synthesizers: `multiverse validate|convert`, `vifrag`, `mig`, `prefs`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,7 +30,10 @@ pub enum SynthCommand {
     /// MIG: select N records maximising information gain over the label graph (labels + score
     /// columns; label vectors from `firebrand embed`).
     Mig(super::mig::MigArgs),
-    /// Synthesizers of other issues (lintseq, prefs): not landed yet.
+    /// Preference pairs from a `prompts` dataset: answers sampled with golden, partial and noisy
+    /// passages (PA-RAG), paired per perspective (informativeness, robustness, instruction).
+    Prefs(super::prefs::PrefsArgs),
+    /// Synthesizers of other issues (lintseq): not landed yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
 }
@@ -95,11 +98,10 @@ pub fn run(cmd: SynthCommand) -> anyhow::Result<ExitCode> {
         SynthCommand::Multiverse(MultiverseCommand::Convert(a)) => convert(&a),
         SynthCommand::Vifrag(a) => super::vifrag::run(&a),
         SynthCommand::Mig(a) => super::mig::run(a).map(|()| ExitCode::SUCCESS),
+        SynthCommand::Prefs(a) => super::prefs::run(&a),
         SynthCommand::Other(args) => {
             let name = args.first().map(String::as_str).unwrap_or("");
-            eprintln!(
-                "firebrand synth {name}: not available in this build yet: lintseq and prefs land with issues 4 and 9."
-            );
+            eprintln!("firebrand synth {name}: not available in this build yet: lintseq lands with issue 4.");
             Ok(ExitCode::from(2))
         }
     }

@@ -7,21 +7,19 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use firebrand_data::records::{ChatRow, PromptsRow, Role};
 use firebrand_data::{DataError, Dataset, DatasetKind};
-use firebrand_synth::generator::openai::{OpenAiConfig, OpenAiGenerator};
-use firebrand_synth::generator::{GenParams, Generator};
+use firebrand_synth::generator::GenParams;
 use firebrand_synth::runner::{JobOptions, run_job, run_job_batched};
 use firebrand_synth::vifrag::compose::{ComposeOptions, default_pool};
 use firebrand_synth::vifrag::keep::{KeepStats, answer_and_keep};
 use firebrand_synth::vifrag::mix::{Query, make_prompt};
 use firebrand_synth::vifrag::{Context as QueryContext, Kind, Origin, Passage, kind, kinds};
 
-use super::local_model::local_generator;
+use super::local_model::ModelArgs;
 use super::progress;
 
 /// Embedded queries (ours: short factual questions with passages and answers, and two without).
@@ -56,15 +54,8 @@ pub struct VifragArgs {
     /// Also answer the prompts and keep passing responses in this `chat` dataset.
     #[arg(long, value_name = "CHAT")]
     generate: Option<PathBuf>,
-    /// OpenAI-compatible endpoint (base URL such as http://localhost:8000/v1).
-    #[arg(long)]
-    endpoint: Option<String>,
-    /// With --endpoint: the served model's name; otherwise a local checkpoint, run or HF folder.
-    #[arg(long)]
-    model: Option<String>,
-    /// Environment variable holding the endpoint's API key (never printed).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    key_env: String,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Responses sampled per prompt.
     #[arg(long, default_value_t = 4)]
     n: usize,
@@ -74,15 +65,6 @@ pub struct VifragArgs {
     /// Most new tokens per response.
     #[arg(long, default_value_t = 512)]
     max_tokens: usize,
-    /// Requests in flight at once (endpoint).
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// Seconds per request before it is retried (endpoint).
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
-    /// With a local model: cpu or cuda[:N].
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Replace existing outputs.
     #[arg(long)]
     overwrite: bool,
@@ -215,24 +197,6 @@ fn dataset_queries(path: &Path) -> anyhow::Result<Vec<Query>> {
     Ok(out)
 }
 
-fn generator(a: &VifragArgs) -> anyhow::Result<Box<dyn Generator>> {
-    match (&a.endpoint, &a.model) {
-        (Some(url), Some(name)) => Ok(Box::new(
-            OpenAiGenerator::new(OpenAiConfig {
-                key_env: a.key_env.clone(),
-                concurrency: a.concurrency,
-                timeout: Duration::from_secs(a.timeout),
-                ..OpenAiConfig::new(url.clone(), name.clone())
-            })
-            .map_err(anyhow::Error::msg)
-            .context("--endpoint")?,
-        )),
-        (Some(_), None) => bail!("--endpoint needs --model NAME (the model the server serves)"),
-        (None, Some(path)) => local_generator(Path::new(path), &a.device),
-        (None, None) => bail!("--generate needs --endpoint URL --model NAME, or --model DIR (a local checkpoint)"),
-    }
-}
-
 pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
     let opts = ComposeOptions {
         min: a.min_instructions.max(1),
@@ -241,7 +205,11 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     // Build the generator first, so a bad endpoint or model fails before any work.
-    let generator = a.generate.as_ref().map(|_| generator(a)).transpose()?;
+    let generator = a
+        .generate
+        .as_ref()
+        .map(|_| a.model.generator("--generate"))
+        .transpose()?;
     let (name, queries) = queries(a)?;
     let job = JobOptions {
         chunk: 1024,

@@ -6,6 +6,7 @@
 pub mod generator;
 pub mod mig;
 pub mod multiverse;
+pub mod prefs;
 pub mod reward;
 pub mod runner;
 pub mod vifrag;
