@@ -12,7 +12,7 @@ use crate::cli::{firebrand, text};
 /// golden passage is shown); odd choices know nothing.
 fn reader(request: &serde_json::Value, i: usize) -> String {
     let user = last_user_message(request);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let passages = user.split("Question:").next().unwrap_or("").replace("Passages:", "");
         format!(
             "From the passages: {}",

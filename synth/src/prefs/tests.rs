@@ -85,7 +85,7 @@ fn each_perspective_pairs_the_right_answers() {
     let scene = Scene::from_row(&r).unwrap();
     assert_eq!(scene.golden.len(), 2);
     assert_eq!(scene.noise.len(), 2);
-    let out = build_pairs(&Reader, &inputs(&[r.clone()]), &options(), 7);
+    let out = build_pairs(&Reader, &inputs(std::slice::from_ref(&r)), &options(), 7);
     let kept: Vec<PreferenceRow> = out
         .into_iter()
         .map(|o| match o {
