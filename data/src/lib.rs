@@ -11,6 +11,7 @@ pub mod import;
 pub mod kind;
 pub mod multiverse;
 pub mod packing;
+pub mod pairs;
 pub mod records;
 pub mod sql;
 pub mod sql_table;
