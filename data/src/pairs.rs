@@ -30,6 +30,8 @@ pub struct PairReport {
     pub pairs_out: usize,
     /// Tokens written.
     pub tokens: usize,
+    /// Reply tokens written (what the log-probabilities sum over).
+    pub loss_tokens: usize,
     /// Pairs left out, by reason.
     pub dropped: BTreeMap<&'static str, usize>,
 }
@@ -97,6 +99,7 @@ pub fn tokenize_pairs(
             match result? {
                 Ok([c, r]) => {
                     report.tokens += c.input_ids.len() + r.input_ids.len();
+                    report.loss_tokens += c.loss_mask.iter().chain(&r.loss_mask).filter(|&&m| m).count();
                     report.pairs_out += 1;
                     rows.push(c);
                     rows.push(r);
@@ -115,6 +118,48 @@ pub fn tokenize_pairs(
     }
     writer.commit()?;
     Ok(report)
+}
+
+/// The pair id of each pair of a `tokens` dataset written by [`tokenize_pairs`] (the source id of
+/// rows 2k), read from the `source_ids` column alone.
+///
+/// # Errors
+/// When the dataset is not `tokens`, has an odd number of rows, or a read fails.
+pub fn pair_ids(tokens: &Dataset) -> Result<Vec<String>> {
+    use arrow_array::{Array, ListArray, StringArray};
+    tokens.expect_kind(DatasetKind::Tokens)?;
+    let mut ids = Vec::new();
+    let mut row = 0usize;
+    for batch in tokens.scan(Some(&["source_ids"]), 8192)? {
+        let batch = batch?;
+        let list = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .ok_or_else(|| DataError::arrow("source_ids", "not a list"))?;
+        for i in 0..batch.num_rows() {
+            if row % 2 == 0 {
+                let v = list.value(i);
+                let s = v
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| DataError::arrow("source_ids", "not strings"))?;
+                ids.push(if s.is_empty() {
+                    String::new()
+                } else {
+                    s.value(0).to_string()
+                });
+            }
+            row += 1;
+        }
+    }
+    if row % 2 != 0 {
+        return Err(DataError::Invalid(format!(
+            "{}: {row} rows, not pairs of rows",
+            tokens.path().display()
+        )));
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -167,6 +212,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].source_ids, vec!["a".to_string()]);
         assert_eq!(rows[1].source_ids, vec!["a".to_string()]);
+        assert_eq!(pair_ids(&Dataset::open(&out).unwrap()).unwrap(), vec!["a".to_string()]);
         // The mask covers the reply and its end-of-turn token only: the prompt is the same tokens
         // in both rows and untrained.
         let trained = |r: &TokensRow| -> String {

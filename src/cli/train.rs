@@ -127,6 +127,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let report = data::prepare(&plan.recipe, work_dir, plan.resume, |n| pb.inc(n as u64));
         pb.finish_and_clear();
         if let Some(r) = report? {
+            for (why, n) in &r.dropped {
+                println!("left out {n}: {why}");
+            }
             println!(
                 "tokenized {} rows into {} rows of {} tokens ({} trained, {:.1}% fill){}",
                 r.rows_in,
@@ -170,13 +173,28 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
                 return;
             }
             let mfu = m.mfu.map(|x| format!(", MFU {:.1}%", 100.0 * x)).unwrap_or_default();
+            let dpo = m
+                .dpo
+                .map(|d| format!("  accuracy {:.2}  margin {:.4}", d.accuracy, d.margin))
+                .unwrap_or_default();
             println!(
-                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}",
+                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}{dpo}",
                 m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s
             );
         }
         Event::Eval(step, loss) => pb.println(format!("step {step:>5}  eval/loss {loss:.4}")),
         Event::Checkpoint(dir) => pb.println(format!("checkpoint {}", dir.display())),
+        Event::Reference(r) => {
+            let line = format!(
+                "reference log-probs: {} pairs computed, {} reused from the dataset's cache",
+                r.computed, r.reused
+            );
+            if pb.is_hidden() {
+                println!("{line}")
+            } else {
+                pb.println(line)
+            }
+        }
     };
     let summary = match device {
         DeviceSpec::Cpu => train::<Autodiff<NdArray<f32>>>(&plan, &Default::default(), peak, on_event),

@@ -282,6 +282,49 @@ pub enum Method {
     /// Supervised fine-tuning on the loss-masked tokens. (A struct variant, so that keys of other
     /// methods are rejected rather than ignored.)
     Sft {},
+    /// DPO on a `preference` dataset (`data.dataset` or `data.query`), against a frozen reference
+    /// whose log-probabilities are computed once and cached in the dataset.
+    Dpo {
+        /// β (TRL's default 0.1).
+        #[serde(default = "default_dpo_beta")]
+        beta: f64,
+        /// sigmoid (default), hinge or ipo.
+        #[serde(default)]
+        loss: crate::trainer::dpo::DpoLoss,
+        /// cDPO label smoothing ε (sigmoid only).
+        #[serde(default)]
+        label_smoothing: f64,
+        /// The reference: a Hugging Face folder, a run or a checkpoint (default: `model.init`).
+        #[serde(default)]
+        reference: Option<PathBuf>,
+        /// A bad pair (identical or empty replies, too long) stops the run instead of being
+        /// left out and counted.
+        #[serde(default)]
+        strict: bool,
+    },
+}
+
+fn default_dpo_beta() -> f64 {
+    0.1
+}
+
+impl Method {
+    /// DPO's options, when the method is DPO.
+    pub fn dpo(&self) -> Option<crate::trainer::dpo::DpoOptions> {
+        match self {
+            Method::Dpo {
+                beta,
+                loss,
+                label_smoothing,
+                ..
+            } => Some(crate::trainer::dpo::DpoOptions {
+                beta: *beta,
+                loss: *loss,
+                label_smoothing: *label_smoothing,
+            }),
+            Method::Sft {} => None,
+        }
+    }
 }
 
 impl Default for Method {
@@ -370,6 +413,8 @@ const TEXT_KEYS: &[&str] = &[
     "train.device",
     "train.dtype",
     "method.kind",
+    "method.loss",
+    "method.reference",
     "localist.schedule",
     "localist.penalty",
     "localist.blocks",
@@ -534,6 +579,24 @@ impl Recipe {
                 return Err(TrainError::Config(format!(
                     "train.dtype: unknown float type `{other}` (f32, bf16)"
                 )));
+            }
+        }
+        if let Some(dpo) = self.method.dpo() {
+            dpo.validate()?;
+            if self.data.tokens.is_some() || self.data.text_source().is_none() {
+                return bad(
+                    "method dpo reads a `preference` dataset: set data.dataset (or data.query), not data.tokens",
+                );
+            }
+            if self.data.pack == Some(true) {
+                return bad("method dpo keeps each reply in its own row: remove data.pack");
+            }
+            let reference = match &self.method {
+                Method::Dpo { reference, .. } => reference.as_ref(),
+                Method::Sft {} => None,
+            };
+            if reference.is_none() && self.model.init.is_none() {
+                return bad("method dpo needs a reference model: set method.reference or model.init");
             }
         }
         self.data.check()

@@ -70,5 +70,21 @@ pub fn prepare(
     let tok = tokenizer::load(tok_path)?;
     let input = open_text(&source, run_dir)?;
     let opts = recipe.data.tokenize_options()?;
+    if let crate::recipe::Method::Dpo { strict, .. } = &recipe.method {
+        // Pairs: two rows each (chosen, rejected), never packed.
+        let mut progress = progress;
+        let pairs =
+            firebrand_data::pairs::tokenize_pairs(&input, &tok, opts.template, opts.max_len, &out, opts.mode, *strict)?;
+        progress(pairs.pairs_in);
+        return Ok(Some(TokenizeReport {
+            rows_in: pairs.pairs_in,
+            docs: 2 * pairs.pairs_out,
+            rows_out: 2 * pairs.pairs_out,
+            tokens: pairs.tokens,
+            loss_tokens: pairs.loss_tokens,
+            truncated: 0,
+            dropped: pairs.dropped,
+        }));
+    }
     Ok(Some(tokenize_dataset(&input, &tok, &out, &opts, progress)?))
 }

@@ -96,21 +96,76 @@ pub struct PairLogps<B: Backend> {
     pub rejected_tokens: Tensor<B, 1>,
 }
 
-/// Batch means of what DPO runs are debugged with.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// Batch means of what DPO runs are debugged with (logged under TRL's names).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct DpoMetrics {
     /// β(log π − log π_ref) of the chosen completions.
+    #[serde(rename = "rewards/chosen")]
     pub reward_chosen: f64,
     /// The same of the rejected completions.
+    #[serde(rename = "rewards/rejected")]
     pub reward_rejected: f64,
     /// Chosen minus rejected reward.
+    #[serde(rename = "rewards/margins")]
     pub margin: f64,
     /// Share of pairs with a positive margin.
+    #[serde(rename = "rewards/accuracies")]
     pub accuracy: f64,
     /// Policy log-prob of the chosen completions.
+    #[serde(rename = "logps/chosen")]
     pub logp_chosen: f64,
     /// Policy log-prob of the rejected completions.
+    #[serde(rename = "logps/rejected")]
     pub logp_rejected: f64,
+}
+
+impl DpoMetrics {
+    /// `self + w · other`, field by field (for weighted means over micro-batches).
+    pub fn add_weighted(&mut self, other: &DpoMetrics, w: f64) {
+        self.reward_chosen += w * other.reward_chosen;
+        self.reward_rejected += w * other.reward_rejected;
+        self.margin += w * other.margin;
+        self.accuracy += w * other.accuracy;
+        self.logp_chosen += w * other.logp_chosen;
+        self.logp_rejected += w * other.logp_rejected;
+    }
+}
+
+/// The loss and metrics of a micro-batch of pairs collated as [chosen rows..., rejected rows...]
+/// (`rows` is the batch's token rows, for the pair ids), with the reference log-probs by pair id.
+///
+/// # Errors
+/// When a pair has no reference log-probs.
+pub fn batch_loss<B: Backend>(
+    options: &DpoOptions,
+    model: &Decoder<B>,
+    batch: &SftBatch<B>,
+    rows: &[firebrand_data::TokensRow],
+    reference: &std::collections::HashMap<String, (f64, f64)>,
+) -> Result<(Tensor<B, 1>, DpoMetrics), TrainError> {
+    let n = rows.len() / 2;
+    let device = batch.weights.device();
+    let logps = sequence_logps(model, batch);
+    let tokens = batch.weights.clone().sum_dim(1).reshape([2 * n]);
+    let mut ref_c = Vec::with_capacity(n);
+    let mut ref_r = Vec::with_capacity(n);
+    for row in &rows[..n] {
+        let id = row.source_ids.first().map(String::as_str).unwrap_or("");
+        let &(c, r) = reference
+            .get(id)
+            .ok_or_else(|| TrainError::Batch(format!("pair `{id}` has no reference log-probs")))?;
+        ref_c.push(c as f32);
+        ref_r.push(r as f32);
+    }
+    let p = PairLogps {
+        chosen: logps.clone().slice(0..n),
+        rejected: logps.slice(n..2 * n),
+        ref_chosen: Tensor::from_floats(ref_c.as_slice(), &device),
+        ref_rejected: Tensor::from_floats(ref_r.as_slice(), &device),
+        chosen_tokens: tokens.clone().slice(0..n),
+        rejected_tokens: tokens.slice(n..2 * n),
+    };
+    Ok(dpo_loss(options, &p))
 }
 
 /// The loss (a one-element tensor, the mean over pairs) and the metrics.

@@ -9,6 +9,7 @@ pub mod data;
 pub mod dpo;
 pub mod grpo;
 pub mod optim;
+pub mod reference;
 pub mod run;
 pub mod schedule;
 pub mod sft;

@@ -78,6 +78,25 @@ pub struct StepMetrics {
     /// With `[localist]`: each layer's attention entropy (bits) and fidelity, over the window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attention: Vec<crate::localist::LayerMetrics>,
+    /// With DPO: rewards, margins, accuracy and log-probs, over the window's pairs.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<super::dpo::DpoMetrics>,
+}
+
+/// DPO's part of a run: its options and the reference log-probs by pair id.
+struct DpoFlow {
+    options: super::dpo::DpoOptions,
+    reference: std::collections::HashMap<String, (f64, f64)>,
+}
+
+/// Token rows of pairs `pairs` collated as [chosen..., rejected...].
+fn pair_rows(ds: &Dataset, pairs: &[u64]) -> Result<Vec<TokensRow>, TrainError> {
+    let idx: Vec<u64> = pairs
+        .iter()
+        .map(|p| 2 * p)
+        .chain(pairs.iter().map(|p| 2 * p + 1))
+        .collect();
+    Ok(ds.take(&idx)?)
 }
 
 /// What the loop reports as it goes.
@@ -89,6 +108,8 @@ pub enum Event {
     Eval(usize, f64),
     /// A checkpoint was written.
     Checkpoint(PathBuf),
+    /// DPO's reference log-probs are ready (reused from the cache or computed).
+    Reference(super::reference::CacheReport),
 }
 
 /// What a finished run reports.
@@ -169,7 +190,9 @@ pub fn train<B: AutodiffBackend>(
     let t = &plan.recipe.train;
     let tokens = super::data::tokens_path(&plan.recipe, &plan.run_dir);
     let ds = Dataset::open_kind(&tokens, DatasetKind::Tokens)?;
-    let n = ds.len()? as u64;
+    // With DPO the units of the data order are pairs (rows 2k and 2k + 1), not rows.
+    let dpo_options = plan.recipe.method.dpo();
+    let n = ds.len()? as u64 / if dpo_options.is_some() { 2 } else { 1 };
     let (eval_rows, train_rows) = split(n, plan.recipe.data.eval_rows, t.seed);
     if train_rows.is_empty() {
         return Err(TrainError::Config(format!(
@@ -232,6 +255,14 @@ pub fn train<B: AutodiffBackend>(
             Some(LocalistRun::new(c, plan.config.num_hidden_layers, tokenizer.as_ref())?)
         }
     };
+    let dpo = match dpo_options {
+        None => None,
+        Some(options) => {
+            let (reference, report) = reference_logps::<B>(plan, &ds, device)?;
+            on_event(&Event::Reference(report));
+            Some(DpoFlow { options, reference })
+        }
+    };
     let metrics_path = plan.run_dir.join("metrics.jsonl");
     let mut metrics = open_metrics(&metrics_path, plan.resume.then_some(state.step))?;
 
@@ -245,7 +276,10 @@ pub fn train<B: AutodiffBackend>(
         for _ in 0..t.grad_accum_steps {
             let idx = order.take(state.rows_consumed, t.micro_batch_size);
             state.rows_consumed += idx.len() as u64;
-            let rows: Vec<TokensRow> = ds.take(&idx)?;
+            let rows: Vec<TokensRow> = match &dpo {
+                None => ds.take(&idx)?,
+                Some(_) => pair_rows(&ds, &idx)?,
+            };
             let batch = sft::collate::<B>(&rows, device).map_err(|e| match e {
                 TrainError::Batch(m) => TrainError::Batch(format!("step {}: rows {idx:?}: {m}", state.step + 1)),
                 other => other,
@@ -260,7 +294,20 @@ pub fn train<B: AutodiffBackend>(
         let mut loss_sum = 0.0;
         let mut penalty_sum = 0.0;
         let mut attention: Vec<crate::localist::LayerMetrics> = Vec::new();
-        for (batch, rows) in &batches {
+        let mut dpo_metrics = super::dpo::DpoMetrics::default();
+        if let Some(flow) = &dpo {
+            // DPO's loss is a mean over pairs: each micro-batch weighs by its share of the window.
+            let window_pairs: usize = batches.iter().map(|(_, rows)| rows.len() / 2).sum();
+            for (batch, rows) in &batches {
+                let (loss, m) = super::dpo::batch_loss(&flow.options, &model, batch, rows, &flow.reference)?;
+                let w = (rows.len() / 2) as f64 / window_pairs.max(1) as f64;
+                loss_sum += w * loss.clone().into_scalar().elem::<f64>();
+                dpo_metrics.add_weighted(&m, w);
+                let grads = loss.mul_scalar(w).backward();
+                accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            }
+        }
+        for (batch, rows) in batches.iter().filter(|_| dpo.is_none()) {
             let (loss, ce) = match &localist {
                 None => {
                     let loss = sft::loss(&model, batch);
@@ -278,7 +325,12 @@ pub fn train<B: AutodiffBackend>(
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
             loss_sum += ce;
         }
-        let loss = loss_sum / window_count as f64;
+        // SFT sums over tokens and divides by the window's count; DPO's sum is already a mean.
+        let loss = if dpo.is_some() {
+            loss_sum
+        } else {
+            loss_sum / window_count as f64
+        };
         // 3. Clip, guard, step.
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip.filter(|c| *c > 0.0));
@@ -318,6 +370,7 @@ pub fn train<B: AutodiffBackend>(
             elapsed_s: started.elapsed().as_secs_f64(),
             localist_penalty: localist.as_ref().map(|_| penalty_sum / window_count as f64),
             attention,
+            dpo: dpo.as_ref().map(|_| dpo_metrics),
         };
         write_line(
             &mut metrics,
@@ -327,8 +380,23 @@ pub fn train<B: AutodiffBackend>(
         on_event(&Event::Step(m));
         // 5. Evaluate.
         if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
-            let eval_loss = evaluate(&model, &ds, &eval_rows, t.micro_batch_size, localist.as_ref())?;
-            let line = serde_json::json!({"step": state.step, "eval/loss": eval_loss});
+            let (eval_loss, line) = match &dpo {
+                None => {
+                    let loss = evaluate(&model, &ds, &eval_rows, t.micro_batch_size, localist.as_ref())?;
+                    (loss, serde_json::json!({"step": state.step, "eval/loss": loss}))
+                }
+                Some(flow) => {
+                    let (loss, m) = evaluate_dpo(&model, &ds, &eval_rows, t.micro_batch_size, flow)?;
+                    let mut line = serde_json::json!({"step": state.step, "eval/loss": loss});
+                    if let (Some(obj), serde_json::Value::Object(extra)) = (
+                        line.as_object_mut(),
+                        serde_json::to_value(m).expect("metrics serialize"),
+                    ) {
+                        obj.extend(extra.into_iter().map(|(k, v)| (format!("eval/{k}"), v)));
+                    }
+                    (loss, line)
+                }
+            };
             write_line(&mut metrics, &metrics_path, &line)?;
             on_event(&Event::Eval(state.step, eval_loss));
         }
@@ -393,6 +461,73 @@ fn evaluate<B: AutodiffBackend>(
         count += b.count;
     }
     Ok(sum / count.max(1) as f64)
+}
+
+/// DPO's mean loss and metrics over the held-out pairs, without gradients.
+fn evaluate_dpo<B: AutodiffBackend>(
+    model: &Decoder<B>,
+    ds: &Dataset,
+    pairs: &[u64],
+    batch: usize,
+    flow: &DpoFlow,
+) -> Result<(f64, super::dpo::DpoMetrics), TrainError> {
+    let valid = model.valid();
+    let device = valid.embed_tokens.weight.val().device();
+    let (mut loss, mut metrics) = (0.0, super::dpo::DpoMetrics::default());
+    for chunk in pairs.chunks(batch.max(1)) {
+        let rows = pair_rows(ds, chunk)?;
+        let b = sft::collate::<B::InnerBackend>(&rows, &device)?;
+        let (l, m) = super::dpo::batch_loss(&flow.options, &valid, &b, &rows, &flow.reference)?;
+        let w = chunk.len() as f64 / pairs.len() as f64;
+        loss += w * l.into_scalar().elem::<f64>();
+        metrics.add_weighted(&m, w);
+    }
+    Ok((loss, metrics))
+}
+
+/// The reference log-probs of every pair of the run's tokens, from the preference dataset's cache
+/// or computed now (see `reference.rs`).
+fn reference_logps<B: AutodiffBackend>(
+    plan: &RunPlan,
+    tokens: &Dataset,
+    device: &B::Device,
+) -> Result<
+    (
+        std::collections::HashMap<String, (f64, f64)>,
+        super::reference::CacheReport,
+    ),
+    TrainError,
+> {
+    let recipe = &plan.recipe;
+    let reference = match &recipe.method {
+        crate::recipe::Method::Dpo { reference: Some(r), .. } => r.clone(),
+        _ => recipe
+            .model
+            .init
+            .clone()
+            .ok_or_else(|| TrainError::Config("method dpo needs method.reference or model.init".into()))?,
+    };
+    let preferences = match recipe.data.text_source() {
+        Some(crate::recipe::TextSource::Dataset(p)) => p,
+        Some(crate::recipe::TextSource::Query(_)) => plan.run_dir.join("data").join("input.lance"),
+        None => return Err(TrainError::Config("method dpo reads data.dataset or data.query".into())),
+    };
+    let tokenizer = recipe
+        .data
+        .tokenizer
+        .clone()
+        .ok_or_else(|| TrainError::Config("method dpo needs data.tokenizer".into()))?;
+    let opts = recipe.data.tokenize_options()?;
+    let key = super::reference::cache_key(&reference, opts.template.name(), &tokenizer, opts.max_len)?;
+    super::reference::ensure::<B::InnerBackend>(
+        &preferences,
+        tokens,
+        &reference,
+        &key,
+        device,
+        recipe.train.micro_batch_size,
+        |_| {},
+    )
 }
 
 /// Writes a checkpoint of the current state atomically.

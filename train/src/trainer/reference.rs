@@ -1,0 +1,165 @@
+//! DPO's reference log-probabilities, computed once and cached in the preference dataset.
+//!
+//! The sequence log-probabilities of the reference model for each pair's chosen and rejected reply
+//! are stored in the dataset's `ref_chosen_logp` and `ref_rejected_logp` columns (a new Lance
+//! version), each row's `meta` recording `ref_logp_key`: a hash of the reference's weight and
+//! config files, the template, the tokenizer file and the row length. A run reuses the values of
+//! rows whose key matches and recomputes the others, so training never holds two models, reruns
+//! cost nothing, and a changed reference or template is never silently reused (TRL's
+//! `precompute_ref_log_probs`, made persistent).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::Backend;
+use firebrand_data::records::PreferenceRow;
+use firebrand_data::{Dataset, DatasetKind, DatasetWriter, TokensRow, WriteMode};
+
+use super::checkpoint;
+use super::dpo::sequence_logps;
+use super::sft::collate;
+use crate::error::TrainError;
+
+/// The `meta` key holding the cache key.
+pub const META_KEY: &str = "ref_logp_key";
+
+/// The folder holding the reference's weights: the folder itself for a Hugging Face folder or a
+/// checkpoint, the latest checkpoint of a run.
+fn weights_dir(reference: &Path) -> Result<PathBuf, TrainError> {
+    if reference.join("config.json").exists() {
+        Ok(reference.to_path_buf())
+    } else {
+        Ok(checkpoint::latest(reference)?.1)
+    }
+}
+
+/// FNV-1a over bytes, continuing from `h`.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The cache key of a reference, template, tokenizer and row length.
+///
+/// # Errors
+/// When the reference or tokenizer files cannot be read.
+pub fn cache_key(reference: &Path, template: &str, tokenizer: &Path, max_len: usize) -> Result<String, TrainError> {
+    let dir = weights_dir(reference)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| TrainError::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name == "config.json"
+                || name.ends_with(".safetensors")
+                || name.ends_with(".mpk")
+                || name.ends_with(".index.json")
+        })
+        .collect();
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files.iter().map(PathBuf::as_path).chain(std::iter::once(tokenizer)) {
+        let bytes = std::fs::read(f).map_err(|e| TrainError::io(f, e))?;
+        h = fnv(h, &bytes);
+        h = fnv(h, &[0xff]);
+    }
+    h = fnv(h, template.as_bytes());
+    h = fnv(h, &max_len.to_le_bytes());
+    Ok(format!("{h:016x}"))
+}
+
+/// What [`ensure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheReport {
+    /// Pairs whose cached values were reused.
+    pub reused: usize,
+    /// Pairs computed with the reference model now.
+    pub computed: usize,
+}
+
+fn key_of(row: &PreferenceRow) -> Option<String> {
+    let meta: serde_json::Value = serde_json::from_str(&row.provenance.meta).ok()?;
+    meta.get(META_KEY)?.as_str().map(str::to_string)
+}
+
+/// The reference log-probabilities of every pair in `tokens` (rows 2k and 2k + 1), by pair id:
+/// from the cache in `preferences` where its key is `key`, computed with the model at `reference`
+/// (on `device`, `batch` pairs at a time) otherwise, and written back as a new version.
+///
+/// # Errors
+/// When a dataset cannot be read or written, or the reference cannot be loaded.
+pub fn ensure<B: Backend>(
+    preferences: &Path,
+    tokens: &Dataset,
+    reference: &Path,
+    key: &str,
+    device: &B::Device,
+    batch: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<(HashMap<String, (f64, f64)>, CacheReport), TrainError> {
+    let ds = Dataset::open_kind(preferences, DatasetKind::Preference)?;
+    let mut rows: Vec<PreferenceRow> = ds.read_all()?;
+    let mut values: HashMap<String, (f64, f64)> = HashMap::new();
+    for r in &rows {
+        if let (Some(c), Some(j), Some(k)) = (r.ref_chosen_logp, r.ref_rejected_logp, key_of(r))
+            && k == key
+        {
+            values.insert(r.id.clone(), (c, j));
+        }
+    }
+    let mut todo: Vec<u64> = Vec::new();
+    let mut report = CacheReport::default();
+    for (p, id) in firebrand_data::pairs::pair_ids(tokens)?.iter().enumerate() {
+        if values.contains_key(id) {
+            report.reused += 1;
+        } else {
+            todo.push(p as u64);
+        }
+    }
+    if todo.is_empty() {
+        return Ok((values, report));
+    }
+    let model = checkpoint::load_trained::<B>(reference, device)?.model;
+    for chunk in todo.chunks(batch.max(1)) {
+        let idx: Vec<u64> = chunk
+            .iter()
+            .map(|p| 2 * p)
+            .chain(chunk.iter().map(|p| 2 * p + 1))
+            .collect();
+        let token_rows: Vec<TokensRow> = tokens.take(&idx)?;
+        let b = collate::<B>(&token_rows, device)?;
+        let logps: Vec<f64> = sequence_logps(&model, &b)
+            .into_data()
+            .iter::<f32>()
+            .map(|x| x.elem::<f64>())
+            .collect();
+        let n = chunk.len();
+        for i in 0..n {
+            let id = token_rows[i].source_ids.first().cloned().unwrap_or_default();
+            values.insert(id, (logps[i], logps[n + i]));
+        }
+        report.computed += n;
+        progress(n);
+    }
+    // Write the values back: a new version of the preference dataset.
+    for r in &mut rows {
+        if let Some(&(c, j)) = values.get(&r.id) {
+            r.ref_chosen_logp = Some(c);
+            r.ref_rejected_logp = Some(j);
+            let mut meta = match serde_json::from_str::<serde_json::Value>(&r.provenance.meta) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            meta.insert(META_KEY.into(), key.into());
+            r.provenance.meta = serde_json::Value::Object(meta).to_string();
+        }
+    }
+    let mut writer = DatasetWriter::create(preferences, DatasetKind::Preference, WriteMode::Overwrite)?;
+    writer.write(&rows)?;
+    writer.commit()?;
+    Ok((values, report))
+}
