@@ -1,6 +1,7 @@
 //! End-to-end tests of the `firebrand` command: the workspace's one CLI test binary.
 
 mod cli;
+mod dpo;
 mod mig;
 mod prefs;
 mod train;

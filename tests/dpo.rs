@@ -1,0 +1,109 @@
+//! DPO end to end on CPU: a preference dataset in TRL's layout, the quickstart's export as policy
+//! and reference; the reference log-probs are computed once, cached in the dataset, reused, and
+//! recomputed when the key changes; bad pairs are counted or refused.
+
+use std::path::Path;
+
+use firebrand_data::Dataset;
+use firebrand_data::records::PreferenceRow;
+
+use crate::cli::{firebrand, text};
+
+const RECIPE: &str = r#"
+[model]
+init = "qs/export"
+
+[data]
+dataset = "prefs.lance"
+tokenizer = "qs/export/tokenizer.json"
+template = "chatml"
+max_len = 256
+eval_rows = 2
+
+[train]
+max_steps = 4
+micro_batch_size = 2
+grad_accum_steps = 2
+lr = 1e-3
+warmup_steps = 0
+schedule = "constant"
+eval_every = 2
+checkpoint_every = 4
+device = "cpu"
+
+[method]
+kind = "dpo"
+beta = 0.1
+
+[output]
+dir = "runs"
+"#;
+
+fn setup(d: &Path) {
+    let o = firebrand(d, &["quickstart", "--dir", "qs", "--train-steps", "2"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        d.join("qs/export/config.json").exists(),
+        "the quickstart exports its model"
+    );
+    let mut lines = String::new();
+    for i in 0..8 {
+        lines.push_str(&format!(
+            "{{\"id\": \"p{i}\", \"prompt\": \"What is {i} plus {i}?\", \"chosen\": \"{}\", \"rejected\": \"I do not know.\"}}\n",
+            2 * i
+        ));
+    }
+    lines.push_str("{\"id\": \"same\", \"prompt\": \"Hi\", \"chosen\": \"Hello\", \"rejected\": \"Hello\"}\n");
+    std::fs::write(d.join("prefs.jsonl"), lines).unwrap();
+    let o = firebrand(d, &["data", "import", "prefs.jsonl", "--out", "prefs.lance"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::write(d.join("dpo.toml"), RECIPE).unwrap();
+}
+
+fn train(d: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["train", "dpo.toml"];
+    args.extend_from_slice(extra);
+    let o = firebrand(d, &args);
+    let (out, err) = text(&o);
+    (o.status.success(), out, err)
+}
+
+#[test]
+fn dpo_trains_with_cached_reference_log_probs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (ok, out, err) = train(d, &["output.run=a"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("left out 1: identical chosen and rejected"), "{out}");
+    assert!(out.contains("reference log-probs: 8 pairs computed, 0 reused"), "{out}");
+    // The policy starts as the reference: the first loss is ln 2 and the margin 0.
+    let metrics = std::fs::read_to_string(d.join("runs/a/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(
+        (first["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4,
+        "{first}"
+    );
+    assert!(first["rewards/margins"].as_f64().unwrap().abs() < 1e-4, "{first}");
+    assert!(metrics.contains("\"eval/rewards/accuracies\""), "{metrics}");
+    // The values are in the dataset, with their key.
+    let rows: Vec<PreferenceRow> = Dataset::open(d.join("prefs.lance")).unwrap().read_all().unwrap();
+    let cached: Vec<&PreferenceRow> = rows.iter().filter(|r| r.ref_chosen_logp.is_some()).collect();
+    assert_eq!(cached.len(), 8, "every trainable pair is cached");
+    assert!(
+        cached
+            .iter()
+            .all(|r| r.ref_rejected_logp.unwrap() < 0.0 && r.provenance.meta.contains("ref_logp_key"))
+    );
+    // A second run reuses them; a changed key (another row length) recomputes them.
+    let (ok, out, err) = train(d, &["output.run=b", "train.max_steps=1"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("reference log-probs: 0 pairs computed, 8 reused"), "{out}");
+    let (ok, out, err) = train(d, &["output.run=c", "train.max_steps=1", "data.max_len=300"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("reference log-probs: 8 pairs computed, 0 reused"), "{out}");
+    // strict: the bad pair stops the run, naming it.
+    let (ok, out, err) = train(d, &["output.run=d", "method.strict=true"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("pair `same`: identical chosen and rejected"), "{err}");
+}
