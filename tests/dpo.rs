@@ -107,3 +107,40 @@ fn dpo_trains_with_cached_reference_log_probs() {
     assert!(!ok, "{out}");
     assert!(err.contains("pair `same`: identical chosen and rejected"), "{err}");
 }
+
+#[test]
+fn a_staged_recipe_runs_each_stage_from_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let staged = format!(
+        "{}\n[[stage]]\nname = \"first\"\nquery = \"SELECT * FROM 'prefs.lance' WHERE id < 'p4'\"\nlr = 2e-3\nmax_steps = 2\n\n[[stage]]\nname = \"second\"\nquery = \"SELECT * FROM 'prefs.lance' WHERE id >= 'p4'\"\nlr = 2e-4\nmax_steps = 1\n",
+        RECIPE
+            .replace("dataset = \"prefs.lance\"\n", "")
+            .replace("eval_rows = 2", "eval_rows = 1")
+    );
+    std::fs::write(d.join("staged.toml"), staged).unwrap();
+    let o = firebrand(d, &["train", "staged.toml"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("== stage 1 of 2: first ==") && out.contains("== stage 2 of 2: second =="),
+        "{out}"
+    );
+    // Each stage's checkpoint records its own data and learning rate, and the second starts from
+    // the first one's final checkpoint, which is also its reference.
+    let first = d.join("runs/staged/first/step-000002");
+    let second = std::fs::read_to_string(d.join("runs/staged/second/step-000001/recipe.toml")).unwrap();
+    let second: toml::Value = toml::from_str(&second).unwrap();
+    assert_eq!(second["train"]["lr"].as_float(), Some(2e-4));
+    assert!(second["data"]["query"].as_str().unwrap().contains(">= 'p4'"));
+    assert_eq!(second["model"]["init"].as_str(), Some("runs/staged/first/step-000002"));
+    assert!(first.join("model.mpk").exists());
+    // Each stage computed its reference log-probs (a query's result is cached in the stage's own
+    // copy of the data; the second stage's reference is the first stage's model).
+    assert_eq!(
+        out.matches("reference log-probs: 4 pairs computed, 0 reused").count(),
+        2,
+        "{out}"
+    );
+}

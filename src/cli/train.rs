@@ -100,6 +100,36 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
+    if plan.recipe.stages.is_empty() {
+        return run_plan(plan, &overrides, a.dry_run).map(|_| ExitCode::SUCCESS);
+    }
+    // Stages in order, each from the previous one's final checkpoint.
+    let base = plan;
+    let vocab = match &base.recipe.data.tokenizer {
+        Some(t) => Some(firebrand_data::tokenizer::load(t)?.get_vocab_size(true)),
+        None => None,
+    };
+    let mut init = base.recipe.model.init.clone();
+    let n = base.recipe.stages.len();
+    for (i, stage) in base.recipe.stages.iter().enumerate() {
+        let recipe = base.recipe.for_stage(stage, init.clone())?;
+        let config = recipe.model_config(vocab)?;
+        println!("== stage {} of {n}: {} ==", i + 1, stage.name);
+        let plan = RunPlan {
+            recipe,
+            config,
+            run_dir: base.run_dir.join(&stage.name),
+            resume: false,
+        };
+        if let Some(checkpoint) = run_plan(plan, &overrides, a.dry_run)? {
+            init = Some(checkpoint);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks, prepares and trains one run (or prints its plan); returns its final checkpoint.
+fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Result<Option<PathBuf>> {
     plan.recipe.check()?;
     let device: DeviceSpec = plan
         .recipe
@@ -108,7 +138,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .parse()
         .map_err(anyhow::Error::msg)
         .context("train.device")?;
-    if !a.dry_run && !plan.resume && !checkpoint::list(&plan.run_dir)?.is_empty() {
+    if !dry_run && !plan.resume && !checkpoint::list(&plan.run_dir)?.is_empty() {
         bail!(
             "{} already holds checkpoints\n  hint: continue it with `firebrand train --resume {}`, or set output.run to start another run",
             plan.run_dir.display(),
@@ -116,9 +146,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     // A dry run tokenizes text sources into a scratch folder, so its numbers are the run's own.
-    let scratch = a
-        .dry_run
-        .then(|| std::env::temp_dir().join(format!("firebrand-dry-run-{}", std::process::id())));
+    let scratch = dry_run.then(|| std::env::temp_dir().join(format!("firebrand-dry-run-{}", std::process::id())));
     let work_dir = scratch.as_deref().unwrap_or(&plan.run_dir);
     let tokens = data::tokens_path(&plan.recipe, work_dir);
     if let Some(source) = plan.recipe.data.text_source() {
@@ -137,7 +165,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
                 r.tokens,
                 r.loss_tokens,
                 100.0 * r.fill(plan.recipe.data.tokenize_options()?.max_len),
-                if a.dry_run {
+                if dry_run {
                     String::new()
                 } else {
                     format!(" at {}", tokens.display())
@@ -151,12 +179,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             0 => Ok(()),
             v => check_vocab(&ds, v),
         });
-    if a.dry_run {
-        let shown = checked.and_then(|()| dry_run(&plan, &tokens, &overrides));
+    if dry_run {
+        let shown = checked.and_then(|()| print_plan(&plan, &tokens, overrides));
         if let Some(dir) = &scratch {
             let _ = std::fs::remove_dir_all(dir);
         }
-        return shown;
+        return shown.map(|_| None);
     }
     checked?;
     let t = &plan.recipe.train;
@@ -219,7 +247,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         s.checkpoint.display(),
         plan.run_dir.join("metrics.jsonl").display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(s.checkpoint))
 }
 
 /// Every token id must fit the embedding table.
@@ -236,7 +264,7 @@ fn check_vocab(ds: &Dataset, vocab: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dry_run(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Result<ExitCode> {
+fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Result<ExitCode> {
     let t = &plan.recipe.train;
     println!(
         "# resolved recipe{}",

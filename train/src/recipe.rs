@@ -37,6 +37,71 @@ pub struct Recipe {
     /// Where outputs go.
     #[serde(default)]
     pub output: OutputSection,
+    /// `[[stage]]`: stages run in order, each from the previous stage's final checkpoint with its
+    /// own data and learning rate (PA-RAG's DPO stages); none for a single run.
+    #[serde(default, rename = "stage", skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+}
+
+/// One `[[stage]]` of a staged recipe: what it changes in the recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// The stage's name: its run folder is `RUN/NAME`.
+    pub name: String,
+    /// The stage's dataset (replaces data.dataset and data.query).
+    pub dataset: Option<PathBuf>,
+    /// Or the stage's query.
+    pub query: Option<String>,
+    /// The stage's learning rate.
+    pub lr: Option<f64>,
+    /// The stage's number of steps.
+    pub max_steps: Option<usize>,
+}
+
+impl Recipe {
+    /// The recipe of stage `stage` starting from the model at `init` (the previous stage's final
+    /// checkpoint, or the recipe's model.init for the first): the stage's data, learning rate and
+    /// steps, no stages of its own. A DPO stage without an explicit method.reference takes its own
+    /// starting model as reference.
+    ///
+    /// # Errors
+    /// When the stage gives both a dataset and a query, or has an empty name.
+    pub fn for_stage(&self, stage: &Stage, init: Option<PathBuf>) -> Result<Recipe, TrainError> {
+        if stage.name.trim().is_empty() || stage.name.contains(['/', '\\']) {
+            return Err(TrainError::Config(format!(
+                "stage name `{}`: give a plain folder name",
+                stage.name
+            )));
+        }
+        let mut r = self.clone();
+        r.stages.clear();
+        match (&stage.dataset, &stage.query) {
+            (Some(_), Some(_)) => {
+                return Err(TrainError::Config(format!(
+                    "stage `{}`: give dataset or query, not both",
+                    stage.name
+                )));
+            }
+            (Some(d), None) => {
+                r.data.dataset = Some(d.clone());
+                r.data.query = None;
+            }
+            (None, Some(q)) => {
+                r.data.query = Some(q.clone());
+                r.data.dataset = None;
+            }
+            (None, None) => {}
+        }
+        if let Some(lr) = stage.lr {
+            r.train.lr = lr;
+        }
+        if let Some(steps) = stage.max_steps {
+            r.train.max_steps = steps;
+        }
+        r.model.init = init;
+        Ok(r)
+    }
 }
 
 /// `[model]`: a Hugging Face folder to start from (`init`), or a configuration to start from scratch.

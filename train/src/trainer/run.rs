@@ -233,7 +233,8 @@ pub fn train<B: AutodiffBackend>(
         (model, state)
     } else {
         let model = match &plan.recipe.model.init {
-            Some(dir) => crate::hf::load::<B>(dir, device)?.1,
+            // A Hugging Face folder, a run or a checkpoint (a staged recipe's previous stage).
+            Some(dir) => checkpoint::load_trained::<B>(dir, device)?.model,
             None => Decoder::<B>::init(&plan.config, device)?,
         };
         (
