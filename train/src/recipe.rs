@@ -779,6 +779,43 @@ lr = 1e-3
     }
 
     #[test]
+    fn the_staged_dpo_recipe_resolves_into_checked_stages() {
+        let r = Recipe::parse(include_str!("../../recipes/dpo-parag.toml"), "dpo-parag.toml", &[]).unwrap();
+        let names: Vec<&str> = r.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["informativeness", "robustness", "instruction"]);
+        let mut init = r.model.init.clone();
+        for stage in &r.stages {
+            let s = r.for_stage(stage, init.clone()).unwrap();
+            s.check().unwrap();
+            assert!(s.stages.is_empty());
+            assert_eq!(s.train.lr, stage.lr.unwrap());
+            assert!(
+                s.data
+                    .query
+                    .as_deref()
+                    .unwrap()
+                    .contains(&format!("perspective:{}", stage.name))
+            );
+            assert_eq!(s.model.init, init);
+            init = Some(PathBuf::from(format!(
+                "checkpoints/dpo-parag/{}/step-000100",
+                stage.name
+            )));
+        }
+        let both = Stage {
+            name: "x".into(),
+            dataset: Some("a.lance".into()),
+            query: Some("SELECT 1".into()),
+            lr: None,
+            max_steps: None,
+        };
+        assert!(r.for_stage(&both, None).is_err());
+        // DPO without a reference model is refused before any work.
+        let s = r.for_stage(&r.stages[0], None).unwrap();
+        assert!(s.check().unwrap_err().to_string().contains("reference"));
+    }
+
+    #[test]
     fn ranges_and_conflicts_are_checked() {
         let r = Recipe::parse(BASE, "r", &["train.max_steps=0".into()]).unwrap();
         assert!(r.check().unwrap_err().to_string().contains("max_steps"));
