@@ -285,14 +285,7 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
     if a.resume && !report.dropped.is_empty() {
         println!("note: --resume asks again for prompts left out before (only kept rows are recorded)");
     }
-    let asked = report.read - report.already_done;
-    let failed: usize = report
-        .dropped
-        .iter()
-        .filter(|(why, _)| why.starts_with("generation failed"))
-        .map(|(_, n)| n)
-        .sum();
-    if asked > 0 && failed == asked {
+    if report.all_generation_failed() {
         eprintln!("every generation request failed; see the reasons above");
         return Ok(ExitCode::from(1));
     }

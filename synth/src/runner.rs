@@ -44,6 +44,19 @@ impl JobReport {
         }
     }
 
+    /// Whether every input this run asked a generator about was dropped because generation
+    /// failed (drop reasons starting `generation failed`): the endpoint or model is unusable.
+    pub fn all_generation_failed(&self) -> bool {
+        let asked = self.read - self.already_done;
+        let failed: usize = self
+            .dropped
+            .iter()
+            .filter(|(why, _)| why.starts_with("generation failed"))
+            .map(|(_, n)| n)
+            .sum();
+        asked > 0 && failed == asked
+    }
+
     /// Prints the drop counts under `left out:`, if any.
     pub fn print_drops(&self) {
         if !self.dropped.is_empty() {
