@@ -813,6 +813,10 @@ lr = 1e-3
         // DPO without a reference model is refused before any work.
         let s = r.for_stage(&r.stages[0], None).unwrap();
         assert!(s.check().unwrap_err().to_string().contains("reference"));
+        // The single-stage demonstration recipe is a valid DPO recipe too.
+        let tiny = Recipe::parse(include_str!("../../recipes/dpo-tiny.toml"), "dpo-tiny.toml", &[]).unwrap();
+        tiny.check().unwrap();
+        assert_eq!(tiny.method.dpo().map(|d| d.beta), Some(0.1));
     }
 
     #[test]
