@@ -189,3 +189,45 @@ fn prompts_without_a_pair_are_counted_by_reason() {
         ]
     );
 }
+
+/// Records every conversation it is asked, with the request's seed; answers like [`Reader`].
+struct Recorder(std::sync::Mutex<Vec<(u64, String)>>);
+
+impl Generator for Recorder {
+    fn generate(&self, conversations: &[Vec<Message>], params: &GenParams) -> Vec<crate::generator::Answers> {
+        let mut seen = self.0.lock().unwrap();
+        for c in conversations {
+            seen.push((params.seed, c[0].content.clone()));
+        }
+        Reader.generate(conversations, params)
+    }
+}
+
+#[test]
+fn requests_are_the_same_for_a_seed_and_differ_across_seeds() {
+    let rows: Vec<PromptsRow> = (0..6)
+        .map(|i| {
+            row(
+                &format!("q{i}"),
+                &[N1, G1, N2, G2, "Extra noise passage."],
+                Some("Shakespeare"),
+            )
+        })
+        .collect();
+    let asked = |seed: u64| {
+        let r = Recorder(std::sync::Mutex::new(Vec::new()));
+        build_pairs(&r, &inputs(&rows), &options(), seed);
+        r.0.into_inner().unwrap()
+    };
+    let a = asked(11);
+    // Per prompt: golden, partial and noisy renderings plus the full prompt.
+    assert_eq!(a.len(), 6 * 4);
+    assert_eq!(a, asked(11), "the same seed asks the same things with the same seeds");
+    let b = asked(12);
+    assert_ne!(
+        a.iter().map(|(_, t)| t).collect::<Vec<_>>(),
+        b.iter().map(|(_, t)| t).collect::<Vec<_>>(),
+        "another seed draws other partial subsets or noise positions"
+    );
+    assert!(a.iter().zip(&b).all(|(x, y)| x.0 != y.0), "and other generation seeds");
+}
