@@ -136,6 +136,14 @@ fn a_staged_recipe_runs_each_stage_from_the_previous_one() {
     assert!(second["data"]["query"].as_str().unwrap().contains(">= 'p4'"));
     assert_eq!(second["model"]["init"].as_str(), Some("runs/staged/first/step-000002"));
     assert!(first.join("model.mpk").exists());
+    // Stage 2's reference is its own starting model (stage 1's last checkpoint): its first loss is
+    // ln 2, which the quickstart export as reference would not give.
+    let metrics = std::fs::read_to_string(d.join("runs/staged/second/metrics.jsonl")).unwrap();
+    let step1: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(
+        (step1["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4,
+        "{step1}"
+    );
     // Each stage computed its reference log-probs (a query's result is cached in the stage's own
     // copy of the data; the second stage's reference is the first stage's model).
     assert_eq!(

@@ -109,6 +109,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         Some(t) => Some(firebrand_data::tokenizer::load(t)?.get_vocab_size(true)),
         None => None,
     };
+    // Every stage's recipe is checked before the first trains (a later stage's init is a
+    // checkpoint that does not exist yet, so the base init stands in for it here).
+    let mut names = std::collections::HashSet::new();
+    for stage in &base.recipe.stages {
+        if !names.insert(stage.name.as_str()) {
+            bail!("two stages are named `{}`", stage.name);
+        }
+        base.recipe.for_stage(stage, base.recipe.model.init.clone())?.check()?;
+    }
     let mut init = base.recipe.model.init.clone();
     let n = base.recipe.stages.len();
     for (i, stage) in base.recipe.stages.iter().enumerate() {

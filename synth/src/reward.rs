@@ -2,8 +2,8 @@
 //! preference building scores with (issue 9).
 //!
 //! A [`Reward`] returns `Some(score)` or `None` when it has nothing to say about a sample (no
-//! verifiers, no reference answer); GRPO leaves a `None` total out of its group baseline, as TRL
-//! does with a reward function's `None`. Built-ins:
+//! verifiers, no reference answer). A weighted sum skips `None` parts (TRL's `nansum`); a sample
+//! no part scored stays `None`, and GRPO leaves it out of its group baseline. Built-ins:
 //! - [`Verifiers`]: the row's VIF-RAG verifiers, as the fraction passed or 1/0 for all passed;
 //! - [`AnswerMatch`]: the row's `answer` against the completion: exact (normalised text), numeric
 //!   (the last number, within a tolerance), or boxed (the last `\boxed{...}`, compared numerically

@@ -68,7 +68,7 @@ impl Recipe {
     /// # Errors
     /// When the stage gives both a dataset and a query, or has an empty name.
     pub fn for_stage(&self, stage: &Stage, init: Option<PathBuf>) -> Result<Recipe, TrainError> {
-        if stage.name.trim().is_empty() || stage.name.contains(['/', '\\']) {
+        if stage.name.trim().is_empty() || stage.name.contains(['/', '\\']) || stage.name.starts_with('.') {
             return Err(TrainError::Config(format!(
                 "stage name `{}`: give a plain folder name",
                 stage.name
@@ -578,6 +578,11 @@ impl Recipe {
                         .into(),
                 ));
             }
+            // A Hugging Face folder or a checkpoint has config.json; a run, its latest checkpoint.
+            if !dir.join("config.json").exists() && dir.is_dir() {
+                let (_, latest) = crate::trainer::checkpoint::latest(dir)?;
+                return crate::hf::read_config(&latest);
+            }
             return crate::hf::read_config(dir);
         }
         let need = |v: Option<usize>, key: &str| {
@@ -662,6 +667,12 @@ impl Recipe {
             };
             if reference.is_none() && self.model.init.is_none() {
                 return bad("method dpo needs a reference model: set method.reference or model.init");
+            }
+            if self.localist.is_some() {
+                return bad("method dpo does not apply [localist]: remove the section");
+            }
+            if self.data.mask.is_some() || self.data.multiverse.is_some() {
+                return bad("method dpo masks each pair's reply itself: remove data.mask and data.multiverse");
             }
         }
         self.data.check()

@@ -28,8 +28,11 @@
 //! fail`, `ties`, `no answer`, `no noise passages`, `fewer than 2 golden passages`,
 //! `identical answers`, `empty answer`, or the generation error.
 //!
-//! Determinism: the partial subsets and noise positions come from a seed derived from (`seed`,
-//! prompt id); generation seeds from (`seed`, prompt id, condition).
+//! A condition's prompt numbers its own passages from [1]; answers are stored (and scored) with
+//! their citations renumbered to the full prompt's passages, which is what the pair's prompt shows.
+//!
+//! Determinism: the partial subsets, noise positions and generation seeds each come from (`seed`,
+//! prompt id, condition), so they do not depend on which perspectives are asked.
 
 use std::collections::BTreeMap;
 
@@ -122,10 +125,12 @@ pub struct Scene {
     pub row: PromptsRow,
     /// Its question.
     pub query: String,
-    /// Passages containing the answer, in order (all passages when there is no answer).
-    pub golden: Vec<Passage>,
-    /// The other passages, in order.
-    pub noise: Vec<Passage>,
+    /// Every passage of the full prompt, in its order.
+    pub passages: Vec<Passage>,
+    /// Indices of the passages containing the answer, in order (all when there is no answer).
+    pub golden: Vec<usize>,
+    /// Indices of the other passages, in order.
+    pub noise: Vec<usize>,
     /// The instruction sentences as the prompt shows them.
     pub instructions: Vec<String>,
     /// The prompt's verifiers.
@@ -167,15 +172,15 @@ impl Scene {
                 .map_err(|e| format!("`answer`: {e}"))?,
             ),
         };
-        let (golden, noise): (Vec<Passage>, Vec<Passage>) = match &answer {
-            Some(a) => passages
-                .into_iter()
-                .partition(|p| a.follows(&format!("{} {}", p.title, p.text), Mode::Strict)),
-            None => (passages, Vec::new()),
+        let (golden, noise): (Vec<usize>, Vec<usize>) = match &answer {
+            Some(a) => (0..passages.len())
+                .partition(|&i| a.follows(&format!("{} {}", passages[i].title, passages[i].text), Mode::Strict)),
+            None => ((0..passages.len()).collect(), Vec::new()),
         };
         Ok(Scene {
             row: row.clone(),
             query,
+            passages,
             golden,
             noise,
             instructions,
@@ -184,8 +189,8 @@ impl Scene {
         })
     }
 
-    /// The passages of a condition, or why it cannot be built.
-    fn passages(&self, condition: Condition, rng: &mut StdRng) -> Result<Option<Vec<Passage>>, &'static str> {
+    /// The passages of a condition (indices into the full prompt's), or why it cannot be built.
+    fn passages(&self, condition: Condition, rng: &mut StdRng) -> Result<Option<Vec<usize>>, &'static str> {
         Ok(match condition {
             Condition::Full => None,
             Condition::Golden => Some(self.golden.clone()),
@@ -217,18 +222,33 @@ impl Scene {
     }
 
     /// The conversation of a condition.
-    fn conversation(&self, passages: Option<Vec<Passage>>) -> Vec<Message> {
+    fn conversation(&self, passages: Option<&[usize]>) -> Vec<Message> {
         match passages {
             None => self.row.prompt.clone(),
-            Some(passages) => {
+            Some(idx) => {
                 let ctx = Context {
                     query: self.query.clone(),
-                    passages,
+                    passages: idx.iter().map(|&i| self.passages[i].clone()).collect(),
                     answer: None,
                 };
                 vec![Message::new(Role::User, render_prompt(&ctx, &self.instructions))]
             }
         }
+    }
+
+    /// Rewrites citations `[k]` of an answer written against a condition's passages (numbered from
+    /// 1 in the condition's order) into the full prompt's numbering, which is what the pair's prompt
+    /// shows; numbers outside the condition's passages are left as they are.
+    fn renumber(text: &str, shown: Option<&[usize]>) -> String {
+        let Some(shown) = shown else { return text.to_string() };
+        let re = regex::Regex::new(r"\[(\d+)\]").expect("a valid pattern");
+        re.replace_all(text, |c: &regex::Captures| {
+            match c[1].parse::<usize>().ok().filter(|k| (1..=shown.len()).contains(k)) {
+                Some(k) => format!("[{}]", shown[k - 1] + 1),
+                None => c[0].to_string(),
+            }
+        })
+        .into_owned()
     }
 
     /// Fraction of the verifiers an answer passes (1 when there are none).
@@ -386,16 +406,22 @@ pub fn build_pairs(
         }
     }
     // Every (prompt, condition) conversation; conditions that cannot be built are remembered.
-    let mut requests: Vec<(String, Condition, Vec<Message>)> = Vec::new();
+    // Each (prompt, condition) has its own random stream, so which perspectives are asked (or
+    // re-asked by --resume) does not change a condition's passages.
+    type Request = (String, Condition, Option<Vec<usize>>, Vec<Message>);
+    let mut requests: Vec<Request> = Vec::new();
     let mut unbuildable: BTreeMap<(String, Condition), &'static str> = BTreeMap::new();
     for id in &order {
         let Some(Ok(scene)) = scenes.get(id) else { continue };
-        let mut rng = StdRng::seed_from_u64(seed ^ stable_hash(&[id, "passages"]));
         let mut conditions = needs.get(id).cloned().unwrap_or_default();
         conditions.sort_unstable();
         for c in conditions {
+            let mut rng = StdRng::seed_from_u64(seed ^ stable_hash(&[id, c.name(), "passages"]));
             match scene.passages(c, &mut rng) {
-                Ok(p) => requests.push((id.clone(), c, scene.conversation(p))),
+                Ok(p) => {
+                    let conversation = scene.conversation(p.as_deref());
+                    requests.push((id.clone(), c, p, conversation));
+                }
                 Err(why) => {
                     unbuildable.insert((id.clone(), c), why);
                 }
@@ -404,8 +430,8 @@ pub fn build_pairs(
     }
     // One generation call per (prompt, condition), each with its own seed.
     let mut answers: BTreeMap<String, BTreeMap<Condition, Vec<Scored>>> = BTreeMap::new();
-    let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    for (id, condition, conversation) in &requests {
+    let mut failed: BTreeMap<(String, Condition), String> = BTreeMap::new();
+    for (id, condition, shown, conversation) in &requests {
         let params = GenParams {
             seed: seed ^ stable_hash(&[id, condition.name()]),
             ..options.params.clone()
@@ -420,17 +446,21 @@ pub fn build_pairs(
             Ok(texts) => {
                 let scored = texts
                     .into_iter()
-                    .map(|text| Scored {
-                        answer: scene.has_answer(&text),
-                        followed: scene.followed(&text),
-                        condition: *condition,
-                        text,
+                    .map(|text| {
+                        // Scored and stored as the pair's prompt numbers the passages.
+                        let text = Scene::renumber(&text, shown.as_deref());
+                        Scored {
+                            answer: scene.has_answer(&text),
+                            followed: scene.followed(&text),
+                            condition: *condition,
+                            text,
+                        }
                     })
                     .collect();
                 answers.entry(id.clone()).or_default().insert(*condition, scored);
             }
             Err(e) => {
-                failed.insert(id.clone(), e);
+                failed.insert((id.clone(), *condition), e);
             }
         }
     }
@@ -450,8 +480,10 @@ pub fn build_pairs(
                     return Outcome::Drop(format!("{}: {why}", perspective.name()));
                 }
             }
-            if let Some(e) = failed.get(&row.id) {
-                return Outcome::Drop(format!("generation failed: {e}"));
+            for c in perspective.conditions() {
+                if let Some(e) = failed.get(&(row.id.clone(), *c)) {
+                    return Outcome::Drop(format!("generation failed: {e}"));
+                }
             }
             let empty = BTreeMap::new();
             pair(scene, *perspective, answers.get(&row.id).unwrap_or(&empty))

@@ -135,7 +135,7 @@ fn conditions_follow_pa_rag() {
     // Partial: remain_num = [1, 1, 1, 2, 2][2 − 1] = 1 golden passage.
     let partial = scene.passages(Condition::Partial, &mut rng).unwrap().unwrap();
     assert_eq!(partial.len(), 1);
-    assert!(partial[0].text == G1 || partial[0].text == G2);
+    assert!(scene.passages[partial[0]].text == G1 || scene.passages[partial[0]].text == G2);
     // Noisy: every passage, the golden ones still in their order.
     for seed in 0..20 {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -143,16 +143,24 @@ fn conditions_follow_pa_rag() {
         assert_eq!(noisy.len(), 4);
         let g: Vec<&str> = noisy
             .iter()
-            .map(|p| p.text.as_str())
+            .map(|&i| scene.passages[i].text.as_str())
             .filter(|t| *t == G1 || *t == G2)
             .collect();
         assert_eq!(g, vec![G1, G2]);
     }
     // The re-rendered golden prompt keeps the question and the instruction.
-    let golden = scene.conversation(scene.passages(Condition::Golden, &mut rng).unwrap());
+    let golden = scene.conversation(scene.passages(Condition::Golden, &mut rng).unwrap().as_deref());
     assert!(golden[0].content.contains("Question: Who wrote Hamlet?"));
     assert!(golden[0].content.contains("Instructions: "));
     assert!(!golden[0].content.contains(N1));
+    // Golden shows passages 2 and 4 of the full prompt as [1] and [2]: an answer's citations are
+    // renumbered to the full prompt's, which is what the pair shows.
+    assert_eq!(scene.golden, vec![1, 3]);
+    assert_eq!(
+        Scene::renumber("see [1] and [2], not [9]", Some(&scene.golden)),
+        "see [2] and [4], not [9]"
+    );
+    assert_eq!(Scene::renumber("[1]", None), "[1]");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //!
 //! - Advantages: A_i = r_i − mean of its group, divided by (std + 1e-4) with the std (Bessel-
 //!   corrected) of the group (`Group`), of the whole batch (`Batch`), or not at all (`None`). A
-//!   reward of `None` is left out of the mean and std and gets advantage 0, as TRL does with NaN.
+//!   sample whose reward is `None` (no reward function applied to it) is left out of the mean and
+//!   std and gets advantage 0. (TRL sums reward functions with `nansum`, so such a sample would
+//!   count as 0 there; the issue asks for it to be left out, which is what this does.)
 //! - Per token: ℓ = −min(ρA, clip(ρ, 1 − ε_low, 1 + ε_high)·A) + β·k3, ρ = exp(log π − log π_old),
 //!   k3 = exp(ref − log π) − (ref − log π) − 1. With no recorded old log-probs (μ = 1) π_old is π
 //!   detached, so ρ = 1 and the gradient is the plain policy gradient −A ∇log π.
@@ -158,7 +160,8 @@ pub fn grpo_loss<B: Backend>(
 ) -> Result<(Tensor<B, 1>, GrpoMetrics), TrainError> {
     let [rows, len] = t.logp.dims();
     let old = t.old_logp.clone().unwrap_or_else(|| t.logp.clone().detach());
-    let ratio = (t.logp.clone() - old).exp();
+    // Log differences are zeroed off the completion, so padding never makes exp overflow.
+    let ratio = ((t.logp.clone() - old) * t.mask.clone()).exp();
     let adv = t.advantages.clone().reshape([rows, 1]);
     let unclipped = ratio.clone() * adv.clone();
     let clipped = ratio
@@ -174,7 +177,7 @@ pub fn grpo_loss<B: Backend>(
                 "grpo beta > 0 needs the reference's log-probs".into(),
             ));
         };
-        let diff = reference.clone() - t.logp.clone();
+        let diff = (reference.clone() - t.logp.clone()) * t.mask.clone();
         let kl = diff.clone().exp() - diff - 1.0;
         kl_mean = (kl.clone().detach() * t.mask.clone()).sum().into_scalar().elem::<f64>() / tokens;
         per_token = per_token + kl.mul_scalar(options.beta);

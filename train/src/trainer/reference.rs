@@ -49,6 +49,8 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 /// When the reference or tokenizer files cannot be read.
 pub fn cache_key(reference: &Path, template: &str, tokenizer: &Path, max_len: usize) -> Result<String, TrainError> {
     let dir = weights_dir(reference)?;
+    // The model's own files only (a checkpoint's optimizer state is not the model), read in chunks
+    // so that hashing never holds a whole file in memory.
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| TrainError::io(&dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -56,15 +58,23 @@ pub fn cache_key(reference: &Path, template: &str, tokenizer: &Path, max_len: us
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             name == "config.json"
                 || name.ends_with(".safetensors")
-                || name.ends_with(".mpk")
+                || name == "model.mpk"
                 || name.ends_with(".index.json")
         })
         .collect();
     files.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buf = vec![0u8; 1 << 20];
     for f in files.iter().map(PathBuf::as_path).chain(std::iter::once(tokenizer)) {
-        let bytes = std::fs::read(f).map_err(|e| TrainError::io(f, e))?;
-        h = fnv(h, &bytes);
+        use std::io::Read;
+        let mut file = std::fs::File::open(f).map_err(|e| TrainError::io(f, e))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| TrainError::io(f, e))?;
+            if n == 0 {
+                break;
+            }
+            h = fnv(h, &buf[..n]);
+        }
         h = fnv(h, &[0xff]);
     }
     h = fnv(h, template.as_bytes());
@@ -86,6 +96,21 @@ fn key_of(row: &PreferenceRow) -> Option<String> {
     meta.get(META_KEY)?.as_str().map(str::to_string)
 }
 
+/// A row's key: the run's key and the row's own text, so a pair edited in place is recomputed.
+fn row_key(key: &str, row: &PreferenceRow) -> String {
+    let mut h = fnv(0xcbf2_9ce4_8422_2325, key.as_bytes());
+    for m in &row.prompt {
+        h = fnv(h, m.role.name().as_bytes());
+        h = fnv(h, &[0xfe]);
+        h = fnv(h, m.content.as_bytes());
+        h = fnv(h, &[0xff]);
+    }
+    h = fnv(h, row.chosen.as_bytes());
+    h = fnv(h, &[0xff]);
+    h = fnv(h, row.rejected.as_bytes());
+    format!("{key}-{h:016x}")
+}
+
 /// The reference log-probabilities of every pair in `tokens` (rows 2k and 2k + 1), by pair id:
 /// from the cache in `preferences` where its key is `key`, computed with the model at `reference`
 /// (on `device`, `batch` pairs at a time) otherwise, and written back as a new version.
@@ -102,11 +127,20 @@ pub fn ensure<B: Backend>(
     mut progress: impl FnMut(usize),
 ) -> Result<(HashMap<String, (f64, f64)>, CacheReport), TrainError> {
     let ds = Dataset::open_kind(preferences, DatasetKind::Preference)?;
+    let version = ds.version();
     let mut rows: Vec<PreferenceRow> = ds.read_all()?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = rows.iter().find(|r| !seen.insert(r.id.as_str())) {
+        return Err(TrainError::Config(format!(
+            "{}: pair id `{}` appears twice; reference log-probs are kept by id\n  hint: give pairs unique ids",
+            preferences.display(),
+            dup.id
+        )));
+    }
     let mut values: HashMap<String, (f64, f64)> = HashMap::new();
     for r in &rows {
         if let (Some(c), Some(j), Some(k)) = (r.ref_chosen_logp, r.ref_rejected_logp, key_of(r))
-            && k == key
+            && k == row_key(key, r)
         {
             values.insert(r.id.clone(), (c, j));
         }
@@ -145,21 +179,38 @@ pub fn ensure<B: Backend>(
         report.computed += n;
         progress(n);
     }
-    // Write the values back: a new version of the preference dataset.
+    // Write the values back as a new version of the preference dataset, unless it changed while
+    // they were computed (rows added meanwhile would be lost) or cannot be written: the run goes
+    // on with the values in memory either way.
+    if Dataset::open(preferences).map(|d| d.version()).ok() != Some(version) {
+        tracing::warn!(
+            "{}: changed during the computation; the reference log-probs are not cached",
+            preferences.display()
+        );
+        return Ok((values, report));
+    }
     for r in &mut rows {
         if let Some(&(c, j)) = values.get(&r.id) {
-            r.ref_chosen_logp = Some(c);
-            r.ref_rejected_logp = Some(j);
-            let mut meta = match serde_json::from_str::<serde_json::Value>(&r.provenance.meta) {
-                Ok(serde_json::Value::Object(m)) => m,
-                _ => serde_json::Map::new(),
+            let meta = match serde_json::from_str::<serde_json::Value>(&r.provenance.meta) {
+                Ok(serde_json::Value::Object(m)) => Some(m),
+                _ if r.provenance.meta.trim().is_empty() => Some(serde_json::Map::new()),
+                _ => None, // not a JSON object: left as it is, and not cached
             };
-            meta.insert(META_KEY.into(), key.into());
-            r.provenance.meta = serde_json::Value::Object(meta).to_string();
+            if let Some(mut meta) = meta {
+                meta.insert(META_KEY.into(), row_key(key, r).into());
+                r.provenance.meta = serde_json::Value::Object(meta).to_string();
+                r.ref_chosen_logp = Some(c);
+                r.ref_rejected_logp = Some(j);
+            }
         }
     }
-    let mut writer = DatasetWriter::create(preferences, DatasetKind::Preference, WriteMode::Overwrite)?;
-    writer.write(&rows)?;
-    writer.commit()?;
+    let written =
+        DatasetWriter::create(preferences, DatasetKind::Preference, WriteMode::Overwrite).and_then(|mut w| {
+            w.write(&rows)?;
+            w.commit()
+        });
+    if let Err(e) = written {
+        tracing::warn!("{}: the reference log-probs are not cached: {e}", preferences.display());
+    }
     Ok((values, report))
 }

@@ -209,6 +209,15 @@ pub fn train<B: AutodiffBackend>(
     };
     std::fs::create_dir_all(&plan.run_dir).map_err(|e| TrainError::io(&plan.run_dir, e))?;
 
+    // DPO's reference log-probs first, so the reference model is gone before the policy loads.
+    let dpo = match dpo_options {
+        None => None,
+        Some(options) => {
+            let (reference, report) = reference_logps::<B>(plan, &ds, device)?;
+            on_event(&Event::Reference(report));
+            Some(DpoFlow { options, reference })
+        }
+    };
     // Model, optimizer and loop state: fresh, or from the latest checkpoint.
     B::seed(device, t.seed);
     let adamw = AdamW {
@@ -254,14 +263,6 @@ pub fn train<B: AutodiffBackend>(
                 None => None,
             };
             Some(LocalistRun::new(c, plan.config.num_hidden_layers, tokenizer.as_ref())?)
-        }
-    };
-    let dpo = match dpo_options {
-        None => None,
-        Some(options) => {
-            let (reference, report) = reference_logps::<B>(plan, &ds, device)?;
-            on_event(&Event::Reference(report));
-            Some(DpoFlow { options, reference })
         }
     };
     let metrics_path = plan.run_dir.join("metrics.jsonl");
