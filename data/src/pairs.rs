@@ -138,7 +138,7 @@ pub fn pair_ids(tokens: &Dataset) -> Result<Vec<String>> {
             .downcast_ref::<ListArray>()
             .ok_or_else(|| DataError::arrow("source_ids", "not a list"))?;
         for i in 0..batch.num_rows() {
-            if row % 2 == 0 {
+            if row.is_multiple_of(2) {
                 let v = list.value(i);
                 let s = v
                     .as_any()
@@ -153,7 +153,7 @@ pub fn pair_ids(tokens: &Dataset) -> Result<Vec<String>> {
             row += 1;
         }
     }
-    if row % 2 != 0 {
+    if !row.is_multiple_of(2) {
         return Err(DataError::Invalid(format!(
             "{}: {row} rows, not pairs of rows",
             tokens.path().display()
