@@ -151,4 +151,10 @@ fn a_staged_recipe_runs_each_stage_from_the_previous_one() {
         2,
         "{out}"
     );
+    // Running the recipe again continues it: both stages are done, nothing trains.
+    let o = firebrand(d, &["train", "staged.toml"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(out.matches("done already").count(), 2, "{out}");
+    assert!(!out.contains("reference log-probs"), "{out}");
 }

@@ -124,10 +124,28 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         let recipe = base.recipe.for_stage(stage, init.clone())?;
         let config = recipe.model_config(vocab)?;
         println!("== stage {} of {n}: {} ==", i + 1, stage.name);
+        let run_dir = base.run_dir.join(&stage.name);
+        // Running the recipe again continues it: finished stages are skipped; a stage that stopped
+        // part-way is resumed by hand first (its data position and optimizer are in its checkpoint).
+        if !a.dry_run
+            && let Ok((step, dir)) = checkpoint::latest(&run_dir)
+        {
+            if step >= recipe.train.max_steps {
+                println!("done already ({}); next stage", dir.display());
+                init = Some(dir);
+                continue;
+            }
+            bail!(
+                "stage `{}` stopped at step {step} of {}\n  hint: finish it with `firebrand train --resume {}`, then run the recipe again",
+                stage.name,
+                recipe.train.max_steps,
+                run_dir.display()
+            );
+        }
         let plan = RunPlan {
             recipe,
             config,
-            run_dir: base.run_dir.join(&stage.name),
+            run_dir,
             resume: false,
         };
         if let Some(checkpoint) = run_plan(plan, &overrides, a.dry_run)? {

@@ -205,16 +205,16 @@ impl Scene {
                     .copied()
                     .collect();
                 idx.sort_unstable();
-                Some(idx.into_iter().map(|i| self.golden[i].clone()).collect())
+                Some(idx.into_iter().map(|i| self.golden[i]).collect())
             }
             Condition::Noisy => {
                 if self.noise.is_empty() {
                     return Err("no noise passages");
                 }
                 let mut out = self.golden.clone();
-                for p in &self.noise {
+                for &p in &self.noise {
                     let at = rng.random_range(0..=out.len());
-                    out.insert(at, p.clone());
+                    out.insert(at, p);
                 }
                 Some(out)
             }

@@ -82,6 +82,9 @@ pub fn cache_key(reference: &Path, template: &str, tokenizer: &Path, max_len: us
     Ok(format!("{h:016x}"))
 }
 
+/// Reference log-probabilities (chosen, rejected) by pair id.
+pub type ReferenceLogps = HashMap<String, (f64, f64)>;
+
 /// What [`ensure`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheReport {
@@ -125,7 +128,7 @@ pub fn ensure<B: Backend>(
     device: &B::Device,
     batch: usize,
     mut progress: impl FnMut(usize),
-) -> Result<(HashMap<String, (f64, f64)>, CacheReport), TrainError> {
+) -> Result<(ReferenceLogps, CacheReport), TrainError> {
     let ds = Dataset::open_kind(preferences, DatasetKind::Preference)?;
     let version = ds.version();
     let mut rows: Vec<PreferenceRow> = ds.read_all()?;

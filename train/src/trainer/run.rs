@@ -86,7 +86,7 @@ pub struct StepMetrics {
 /// DPO's part of a run: its options and the reference log-probs by pair id.
 struct DpoFlow {
     options: super::dpo::DpoOptions,
-    reference: std::collections::HashMap<String, (f64, f64)>,
+    reference: super::reference::ReferenceLogps,
 }
 
 /// Token rows of pairs `pairs` collated as [chosen..., rejected...].
@@ -493,13 +493,7 @@ fn reference_logps<B: AutodiffBackend>(
     plan: &RunPlan,
     tokens: &Dataset,
     device: &B::Device,
-) -> Result<
-    (
-        std::collections::HashMap<String, (f64, f64)>,
-        super::reference::CacheReport,
-    ),
-    TrainError,
-> {
+) -> Result<(super::reference::ReferenceLogps, super::reference::CacheReport), TrainError> {
     let recipe = &plan.recipe;
     let reference = match &recipe.method {
         crate::recipe::Method::Dpo { reference: Some(r), .. } => r.clone(),
