@@ -318,8 +318,15 @@ fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Re
         .rows::<TokensRow>(4096)?
         .map(|r| r.map(|r| r.input_ids.len()))
         .collect::<Result<_, _>>()?;
-    let rows = lengths.len();
-    let mean_len = lengths.iter().sum::<usize>() as f64 / rows.max(1) as f64;
+    let mean_len = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
+    // DPO's unit is a pair (two rows); micro_batch_size and eval_rows count pairs there.
+    let (unit, per_unit) = if plan.recipe.method.dpo().is_some() {
+        ("pairs", 2)
+    } else {
+        ("rows", 1)
+    };
+    let rows = lengths.len() / per_unit;
+    let mean_len = mean_len * per_unit as f64;
     let rows_per_step = t.micro_batch_size * t.grad_accum_steps;
     let train_rows = rows.saturating_sub(plan.recipe.data.eval_rows);
     let source = match plan.recipe.data.text_source() {
@@ -328,7 +335,7 @@ fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Re
         None => String::new(),
     };
     println!(
-        "data: {} ({rows} rows, mean {mean_len:.0} tokens; {} held out for eval, {train_rows} for training){source}",
+        "data: {} ({rows} {unit}, mean {mean_len:.0} tokens; {} held out for eval, {train_rows} for training){source}",
         if source.is_empty() {
             tokens.display().to_string()
         } else {
@@ -337,13 +344,13 @@ fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Re
         plan.recipe.data.eval_rows
     );
     println!(
-        "per step: {rows_per_step} rows = {} micro-batches of {}, about {:.0} tokens",
+        "per step: {rows_per_step} {unit} = {} micro-batches of {}, about {:.0} tokens",
         t.grad_accum_steps,
         t.micro_batch_size,
         rows_per_step as f64 * mean_len
     );
     println!(
-        "{} steps read {} rows ({:.2} epochs); about {:.3e} FLOPs",
+        "{} steps read {} {unit} ({:.2} epochs); about {:.3e} FLOPs",
         t.max_steps,
         t.max_steps * rows_per_step,
         (t.max_steps * rows_per_step) as f64 / train_rows.max(1) as f64,
