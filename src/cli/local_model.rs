@@ -115,9 +115,29 @@ pub struct ModelArgs {
     /// With a local model: cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Answers sampled per prompt (per prompt and passage condition for `synth prefs`).
+    #[arg(long, default_value_t = 4)]
+    pub n: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
 }
 
 impl ModelArgs {
+    /// The sampling these flags ask for (nucleus 0.95), from `seed`.
+    pub fn params(&self, seed: u64) -> GenParams {
+        GenParams {
+            n: self.n.max(1),
+            temperature: self.temperature,
+            top_p: 0.95,
+            max_tokens: self.max_tokens,
+            seed,
+        }
+    }
+
     /// The generator these flags name; `what` is the flag that needs it, for the error message.
     pub fn generator(&self, what: &str) -> anyhow::Result<Box<dyn Generator>> {
         use firebrand_synth::generator::openai::{OpenAiConfig, OpenAiGenerator};

@@ -8,7 +8,6 @@ use anyhow::bail;
 use clap::Args;
 use firebrand_data::records::{PreferenceRow, PromptsRow};
 use firebrand_data::{Dataset, DatasetKind};
-use firebrand_synth::generator::GenParams;
 use firebrand_synth::prefs::{Perspective, PrefsOptions, build_pairs};
 use firebrand_synth::runner::{JobOptions, run_job_batched};
 
@@ -27,15 +26,6 @@ pub struct PrefsArgs {
     /// Perspectives, comma-separated: informativeness, robustness, instruction.
     #[arg(long, default_value = "informativeness,robustness,instruction")]
     perspectives: String,
-    /// Answers sampled per prompt and passage condition.
-    #[arg(long, default_value_t = 4)]
-    n: usize,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Most new tokens per answer.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
     /// Seed of the passage subsets, noise positions and generation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -64,13 +54,7 @@ pub fn run(a: &PrefsArgs) -> anyhow::Result<ExitCode> {
     let total = prompts.len()?;
     let options = PrefsOptions {
         perspectives: perspectives.clone(),
-        params: GenParams {
-            n: a.n.max(1),
-            temperature: a.temperature,
-            top_p: 0.95,
-            max_tokens: a.max_tokens,
-            seed: a.seed,
-        },
+        params: a.model.params(a.seed),
     };
     // One input per (prompt, perspective), ids as the pairs' ids, so --resume skips built pairs;
     // a chunk holds whole prompts, so each prompt's answers are sampled once.

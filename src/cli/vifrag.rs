@@ -12,7 +12,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use firebrand_data::records::{ChatRow, PromptsRow, Role};
 use firebrand_data::{DataError, Dataset, DatasetKind};
-use firebrand_synth::generator::GenParams;
 use firebrand_synth::runner::{JobOptions, run_job, run_job_batched};
 use firebrand_synth::vifrag::compose::{ComposeOptions, default_pool};
 use firebrand_synth::vifrag::keep::{KeepStats, answer_and_keep};
@@ -56,15 +55,6 @@ pub struct VifragArgs {
     generate: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
-    /// Responses sampled per prompt.
-    #[arg(long, default_value_t = 4)]
-    n: usize,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Most new tokens per response.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
     /// Replace existing outputs.
     #[arg(long)]
     overwrite: bool,
@@ -247,13 +237,7 @@ pub fn run(a: &VifragArgs) -> anyhow::Result<ExitCode> {
     };
     let prompts = Dataset::open_kind(&a.out, DatasetKind::Prompts)?;
     let rows = prompts.rows::<PromptsRow>(256)?.map(|r| r.map(|r| (r.id.clone(), r)));
-    let params = GenParams {
-        n: a.n.max(1),
-        temperature: a.temperature,
-        top_p: 0.95,
-        max_tokens: a.max_tokens,
-        seed: a.seed,
-    };
+    let params = a.model.params(a.seed);
     let stats = Mutex::new(KeepStats::default());
     let pb = progress::bar(prompts.len()? as u64, "generating", false);
     let report = run_job_batched(
