@@ -2,6 +2,7 @@
 
 mod cli;
 mod dpo;
+mod grpo;
 mod mig;
 mod prefs;
 mod train;

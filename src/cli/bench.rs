@@ -4,6 +4,10 @@
 //! paths as a batch) against generating the same number of tokens sequentially, on a randomly
 //! initialised model whose prompt ends at a goal with `--paths` outlines.
 //!
+//! `firebrand bench rollout`: GRPO's rollout throughput: prompts repeated G times, sampled in one
+//! batched call with the KV cache at temperature 1, with no stop token so every row runs to
+//! `--new-tokens` (the shape transformers' `generate` is timed at in `benches/grpo/rollout.sh`).
+//!
 //! Warm-up iterations (kernel compilation and autotuning) are timed and printed separately from
 //! the measured ones; the device is synchronised before each clock read.
 
@@ -24,6 +28,32 @@ pub enum BenchCommand {
     Matmul(MatmulArgs),
     /// Multiverse fork/join generation against sequential generation of the same token count.
     Multiverse(MultiverseArgs),
+    /// GRPO rollout throughput: G sampled completions per prompt, full length.
+    Rollout(RolloutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// A checkpoint, a run or a Hugging Face folder.
+    model: std::path::PathBuf,
+    /// One prompt per line, rendered with the model's chat template.
+    #[arg(long)]
+    prompts: std::path::PathBuf,
+    /// Completions per prompt.
+    #[arg(long, default_value_t = 8)]
+    generations: usize,
+    /// New tokens per completion (no stop token ends a row early).
+    #[arg(long, default_value_t = 256)]
+    new_tokens: usize,
+    /// Timed repetitions (after one short warm-up call).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// f32, or bf16 on CUDA.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +113,22 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        BenchCommand::Rollout(a) => {
+            let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
+            match (device, a.dtype) {
+                (DeviceSpec::Cpu, Dtype::F32) => rollout::<NdArray<f32>>(&a, &Default::default()),
+                (DeviceSpec::Cpu, _) => anyhow::bail!("--dtype bf16 needs --device cuda"),
+                (DeviceSpec::Cuda(i), dtype) => {
+                    firebrand_train::device::configure_kernel_cache();
+                    let d = burn::backend::cuda::CudaDevice::new(i);
+                    match dtype {
+                        Dtype::F32 => rollout::<Cuda<f32>>(&a, &d),
+                        Dtype::Bf16 => rollout::<Cuda<bf16>>(&a, &d),
+                        Dtype::F16 => anyhow::bail!("--dtype f16: rollouts run in f32 or bf16"),
+                    }
+                }
+            }
+        }
         BenchCommand::Matmul(a) => {
             let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
             match (device, a.dtype) {
@@ -100,6 +146,76 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn rollout<B: Backend>(a: &RolloutArgs, device: &B::Device) -> anyhow::Result<ExitCode> {
+    use firebrand_train::generate::{SamplingParams, generate};
+
+    anyhow::ensure!(
+        a.generations >= 1 && a.repeats >= 1 && a.new_tokens >= 1,
+        "--generations, --repeats and --new-tokens must be at least 1"
+    );
+    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(&a.model, device)?;
+    let tok_path = trained
+        .tokenizer
+        .clone()
+        .with_context(|| format!("{}: no tokenizer is known for this model", a.model.display()))?;
+    let tok = firebrand_data::tokenizer::load(&tok_path)?;
+    let template = trained.template(&tok)?;
+    let text = std::fs::read_to_string(&a.prompts).with_context(|| format!("reading {}", a.prompts.display()))?;
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let messages = [firebrand_data::records::Message::new(
+            firebrand_data::records::Role::User,
+            line,
+        )];
+        let ids = tok
+            .encode(template.generation_prompt(&messages).as_str(), false)
+            .map_err(|e| anyhow::anyhow!("tokenizing a prompt: {e}"))?
+            .get_ids()
+            .to_vec();
+        rows.extend(std::iter::repeat_n(ids, a.generations));
+    }
+    anyhow::ensure!(!rows.is_empty(), "{}: no prompt", a.prompts.display());
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"));
+    let params = |seed: u64, n: usize| SamplingParams {
+        max_new_tokens: n,
+        temperature: 1.0,
+        seed,
+        ..SamplingParams::default()
+    };
+    let warm = Instant::now();
+    generate(&trained.model, &tok, &rows, &params(0, 8))?;
+    sync()?;
+    let warm = warm.elapsed().as_secs_f64();
+    let mut rates = Vec::new();
+    for r in 0..a.repeats {
+        let start = Instant::now();
+        let out = generate(&trained.model, &tok, &rows, &params(r as u64 + 1, a.new_tokens))?;
+        sync()?;
+        let secs = start.elapsed().as_secs_f64();
+        let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
+        rates.push(tokens as f64 / secs);
+        println!(
+            "firebrand rollout {:?} run {}: {} prompts x {} = {} rows x {} new tokens: {tokens} tokens in {secs:.2} s = {:.0} tokens/s",
+            a.dtype,
+            r + 1,
+            rows.len() / a.generations,
+            a.generations,
+            rows.len(),
+            a.new_tokens,
+            tokens as f64 / secs
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "firebrand rollout {:?} on {}: median {:.0} tokens/s over {} runs (warm-up call of 8 tokens: {warm:.2} s)",
+        a.dtype,
+        a.device,
+        rates[rates.len() / 2],
+        rates.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn matmul<B: Backend>(a: &MatmulArgs, device: &B::Device) -> anyhow::Result<ExitCode> {

@@ -200,6 +200,16 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
             );
         }
     }
+    if let Some(grpo) = plan.recipe.method.grpo() {
+        if dry_run {
+            let shown = print_grpo_plan(&plan, grpo, work_dir, overrides);
+            if let Some(dir) = &scratch {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return shown.map(|_| None);
+        }
+        return train_on(&plan, device).map(Some);
+    }
     let checked = Dataset::open_kind(&tokens, DatasetKind::Tokens)
         .map_err(anyhow::Error::from)
         .and_then(|ds| match plan.config.vocab_size {
@@ -214,16 +224,32 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
         return shown.map(|_| None);
     }
     checked?;
+    train_on(&plan, device).map(Some)
+}
+
+/// Trains a checked, prepared plan on its device; returns the final checkpoint.
+fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
     let t = &plan.recipe.train;
     let peak = t
         .peak_tflops
         .or(matches!(device, DeviceSpec::Cuda(_)).then_some(CUDA_PEAK_TFLOPS))
         .map(|p| p * 1e12);
     let pb = progress::bar(t.max_steps as u64, "training", false);
+    // Above the bar on a terminal; plainly when the bar is hidden (indicatif drops it there).
+    let say = |line: String| {
+        if pb.is_hidden() {
+            println!("{line}")
+        } else {
+            pb.println(line)
+        }
+    };
     let on_event = |e: &Event| match e {
         Event::Step(m) => {
             pb.set_position(m.step as u64);
-            pb.set_message(format!("loss {:.4}", m.loss));
+            pb.set_message(match &m.grpo {
+                Some(g) => format!("reward {:.3}", g.rollout.reward),
+                None => format!("loss {:.4}", m.loss),
+            });
             if !pb.is_hidden() {
                 return;
             }
@@ -232,36 +258,75 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
                 .dpo
                 .map(|d| format!("  accuracy {:.2}  margin {:.4}", d.accuracy, d.margin))
                 .unwrap_or_default();
+            let grpo = m
+                .grpo
+                .as_ref()
+                .map(|g| {
+                    let rollout = g
+                        .rollout_tokens_per_s
+                        .map(|r| format!("  rollout {:.1} s ({r:.0} tok/s)", g.rollout_s))
+                        .unwrap_or_default();
+                    format!(
+                        "  reward {:.3}  zero-std groups {:.2}  length {:.1}  kl {:.4}  entropy {:.3}{rollout}",
+                        g.rollout.reward, g.rollout.frac_reward_zero_std, g.rollout.mean_length, g.kl, g.entropy
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}{dpo}",
+                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}{dpo}{grpo}",
                 m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s
             );
         }
-        Event::Eval(step, loss) => pb.println(format!("step {step:>5}  eval/loss {loss:.4}")),
-        Event::Checkpoint(dir) => pb.println(format!("checkpoint {}", dir.display())),
+        Event::Eval(step, loss) => say(format!("step {step:>5}  eval/loss {loss:.4}")),
+        Event::EvalReward(step, reward) => say(format!("step {step:>5}  eval/reward {reward:.4}")),
+        Event::Completions(group) => {
+            // The group's best and worst completions of the logged prompt.
+            let scored = |s: &&firebrand_train::trainer::grpo_step::LoggedSample| s.reward.unwrap_or(f64::NEG_INFINITY);
+            let best = group.iter().max_by(|a, b| scored(a).total_cmp(&scored(b)));
+            let worst = group.iter().min_by(|a, b| scored(a).total_cmp(&scored(b)));
+            if let (Some(best), Some(worst)) = (best, worst) {
+                say(format!(
+                    "step {:>5}  sample  {:?}\n             best  {:?} (reward {})\n             worst {:?} (reward {})",
+                    best.step,
+                    clip(&best.prompt, 100),
+                    clip(&best.completion, 160),
+                    reward_text(best.reward),
+                    clip(&worst.completion, 160),
+                    reward_text(worst.reward)
+                ));
+            }
+        }
+        Event::Prompts { kept, too_long } => {
+            let line = format!(
+                "prompts: {kept} to sample from{}",
+                if *too_long > 0 {
+                    format!(", {too_long} left out (longer than data.max_len − method.max_completion_length)")
+                } else {
+                    String::new()
+                }
+            );
+            say(line)
+        }
+        Event::Checkpoint(dir) => say(format!("checkpoint {}", dir.display())),
         Event::Reference(r) => {
             let line = format!(
                 "reference log-probs: {} pairs computed, {} reused from the dataset's cache",
                 r.computed, r.reused
             );
-            if pb.is_hidden() {
-                println!("{line}")
-            } else {
-                pb.println(line)
-            }
+            say(line)
         }
     };
     let summary = match device {
-        DeviceSpec::Cpu => train::<Autodiff<NdArray<f32>>>(&plan, &Default::default(), peak, on_event),
+        DeviceSpec::Cpu => train::<Autodiff<NdArray<f32>>>(plan, &Default::default(), peak, on_event),
         DeviceSpec::Cuda(i) => {
             if let Some(dir) = firebrand_train::device::configure_kernel_cache() {
                 pb.println(format!("kernel cache: {}", dir.display()));
             }
             let device = burn::backend::cuda::CudaDevice::new(i);
             if plan.recipe.train.dtype == "bf16" {
-                train::<Autodiff<Cuda<half::bf16>>>(&plan, &device, peak, on_event)
+                train::<Autodiff<Cuda<half::bf16>>>(plan, &device, peak, on_event)
             } else {
-                train::<Autodiff<Cuda<f32>>>(&plan, &device, peak, on_event)
+                train::<Autodiff<Cuda<f32>>>(plan, &device, peak, on_event)
             }
         }
     };
@@ -274,7 +339,98 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
         s.checkpoint.display(),
         plan.run_dir.join("metrics.jsonl").display()
     );
-    Ok(Some(s.checkpoint))
+    Ok(s.checkpoint)
+}
+
+/// GRPO's `--dry-run`: the prompts, the generation batch and the rewards.
+fn print_grpo_plan(
+    plan: &RunPlan,
+    grpo: &firebrand_train::recipe::GrpoMethod,
+    work_dir: &Path,
+    overrides: &[String],
+) -> anyhow::Result<()> {
+    use firebrand_train::trainer::rollout::Prompts;
+    let t = &plan.recipe.train;
+    println!("# resolved recipe{}", overrides_note(overrides));
+    println!("{}", plan.recipe.to_toml());
+    println!("# plan");
+    println!("run folder: {}", plan.run_dir.display());
+    println!(
+        "model: {:?}, {} parameters",
+        plan.config.model_type,
+        plan.config.num_parameters()
+    );
+    let path = data::text_path(&plan.recipe, work_dir).context("method grpo reads data.dataset or data.query")?;
+    let tok_path = plan
+        .recipe
+        .data
+        .tokenizer
+        .as_ref()
+        .context("method grpo needs data.tokenizer")?;
+    let tok = firebrand_data::tokenizer::load(tok_path)?;
+    let max_len = plan.recipe.data.max_len.unwrap_or(2048);
+    let prompts = Prompts::load(
+        &path,
+        &tok,
+        plan.recipe.data.template()?,
+        max_len.saturating_sub(grpo.max_completion_length),
+    )?;
+    let mean = prompts.ids.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len().max(1) as f64;
+    let per_step = t.micro_batch_size * t.grad_accum_steps / grpo.num_generations;
+    let rounds = t.max_steps.div_ceil(grpo.num_iterations);
+    let train_prompts = prompts.len().saturating_sub(plan.recipe.data.eval_rows);
+    println!(
+        "prompts: {} (mean {mean:.0} tokens; {} left out as too long; {} held out for eval, {train_prompts} to sample from)",
+        prompts.len(),
+        prompts.too_long,
+        plan.recipe.data.eval_rows
+    );
+    println!(
+        "generation batch: {per_step} prompts × {} completions of at most {} tokens (temperature {}), used for {} optimizer step(s) in micro-batches of {}",
+        grpo.num_generations, grpo.max_completion_length, grpo.temperature, grpo.num_iterations, t.micro_batch_size
+    );
+    println!(
+        "{} steps sample {rounds} generation batches: {} prompts ({:.2} epochs)",
+        t.max_steps,
+        rounds * per_step,
+        (rounds * per_step) as f64 / train_prompts.max(1) as f64
+    );
+    let names: Vec<String> = grpo
+        .rewards
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+        .collect();
+    println!("rewards: {}", names.join(", "));
+    println!(
+        "loss: {:?}, ε {} / {}, β {}, advantages scaled by {:?}",
+        grpo.loss_type,
+        grpo.epsilon,
+        grpo.epsilon_high.unwrap_or(grpo.epsilon),
+        grpo.beta,
+        grpo.scale_rewards
+    );
+    println!("device: {}, {}", t.device, t.dtype);
+    Ok(())
+}
+
+fn overrides_note(overrides: &[String]) -> String {
+    if overrides.is_empty() {
+        String::new()
+    } else {
+        format!(" (overrides: {})", overrides.join(" "))
+    }
+}
+
+/// The first `n` characters of `s`, with an ellipsis when cut.
+fn clip(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+fn reward_text(r: Option<f64>) -> String {
+    r.map_or_else(|| "none".into(), |r| format!("{r:.3}"))
 }
 
 /// Every token id must fit the embedding table.
@@ -293,14 +449,7 @@ fn check_vocab(ds: &Dataset, vocab: usize) -> anyhow::Result<()> {
 
 fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Result<ExitCode> {
     let t = &plan.recipe.train;
-    println!(
-        "# resolved recipe{}",
-        if overrides.is_empty() {
-            String::new()
-        } else {
-            format!(" (overrides: {})", overrides.join(" "))
-        }
-    );
+    println!("# resolved recipe{}", overrides_note(overrides));
     println!("{}", plan.recipe.to_toml());
     println!("# plan");
     println!(

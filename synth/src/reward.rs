@@ -15,6 +15,9 @@
 //!   with per-part statistics for the run's metrics.
 //!
 //! Every score can be mapped from {0, 1} to {−1, +1} with `signed` (JustGRPO's ±1 rewards).
+//!
+//! A recipe names its rewards as [`RewardSpec`]s (`[[method.rewards]]` of a GRPO recipe), which
+//! [`RewardSpec::build`] turns into a [`Weighted`] sum.
 
 use firebrand_data::PromptsRow;
 use regex::Regex;
@@ -208,6 +211,162 @@ impl Reward for LengthPenalty {
         let n = completion.chars().count();
         let limit = self.max_chars.max(1);
         Some(-self.scale * n.saturating_sub(limit) as f64 / limit as f64)
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// How an `answer` reward compares (the TOML spelling of [`AnswerKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerCompare {
+    /// Normalised text equals an alias.
+    #[default]
+    Exact,
+    /// The last number, within `tolerance`.
+    Numeric,
+    /// The last `\boxed{...}`.
+    Boxed,
+}
+
+/// One reward of a recipe, with its weight in the sum (`kind = "verifiers" | "answer" | "format" |
+/// "length"`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RewardSpec {
+    /// The row's VIF-RAG verifiers ([`Verifiers`]).
+    Verifiers {
+        /// Weight in the sum (default 1).
+        #[serde(default = "one")]
+        weight: f64,
+        /// 1/0 for all passed instead of the fraction passed.
+        #[serde(default)]
+        all: bool,
+        /// IFEval's loose checking instead of strict.
+        #[serde(default)]
+        loose: bool,
+        /// ±1 instead of 1/0.
+        #[serde(default)]
+        signed: bool,
+    },
+    /// The row's `answer` ([`AnswerMatch`]).
+    Answer {
+        /// Weight in the sum (default 1).
+        #[serde(default = "one")]
+        weight: f64,
+        /// exact (default), numeric or boxed.
+        #[serde(default, rename = "match")]
+        compare: AnswerCompare,
+        /// Largest absolute difference for `numeric` (default 0: equal).
+        #[serde(default)]
+        tolerance: f64,
+        /// ±1 instead of 1/0.
+        #[serde(default)]
+        signed: bool,
+    },
+    /// 1 when a regex matches the completion ([`Format`]).
+    Format {
+        /// Weight in the sum (default 1).
+        #[serde(default = "one")]
+        weight: f64,
+        /// The regex (Rust `regex` syntax).
+        pattern: String,
+        /// The metric name (default `format`).
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// A penalty for characters over a limit ([`LengthPenalty`]).
+    Length {
+        /// Weight in the sum (default 1).
+        #[serde(default = "one")]
+        weight: f64,
+        /// Characters allowed without penalty.
+        max_chars: usize,
+        /// Penalty at twice the limit (default 1).
+        #[serde(default = "one")]
+        scale: f64,
+    },
+}
+
+impl RewardSpec {
+    /// The weighted sum of `specs`.
+    ///
+    /// # Errors
+    /// No rewards, a weight that is not finite, a negative tolerance, an invalid regex, a zero
+    /// length limit, or two parts logging under one name.
+    pub fn build(specs: &[RewardSpec]) -> Result<Weighted, String> {
+        if specs.is_empty() {
+            return Err("no rewards: add a [[method.rewards]] table (kind = \"answer\", \"verifiers\", \"format\" or \"length\")".into());
+        }
+        let mut parts: Vec<(f64, Box<dyn Reward>)> = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let at = |m: String| format!("method.rewards[{i}]: {m}");
+            let (weight, reward): (f64, Box<dyn Reward>) = match spec {
+                RewardSpec::Verifiers {
+                    weight,
+                    all,
+                    loose,
+                    signed,
+                } => (
+                    *weight,
+                    Box::new(Verifiers {
+                        all: *all,
+                        mode: if *loose { Mode::Loose } else { Mode::Strict },
+                        signed: *signed,
+                    }),
+                ),
+                RewardSpec::Answer {
+                    weight,
+                    compare,
+                    tolerance,
+                    signed,
+                } => {
+                    if !(*tolerance >= 0.0 && tolerance.is_finite()) {
+                        return Err(at(format!("tolerance must be ≥ 0, got {tolerance}")));
+                    }
+                    let kind = match compare {
+                        AnswerCompare::Exact => AnswerKind::Exact,
+                        AnswerCompare::Numeric => AnswerKind::Numeric { tolerance: *tolerance },
+                        AnswerCompare::Boxed => AnswerKind::Boxed,
+                    };
+                    (*weight, Box::new(AnswerMatch { kind, signed: *signed }))
+                }
+                RewardSpec::Format { weight, pattern, name } => {
+                    let pattern = Regex::new(pattern).map_err(|e| at(format!("pattern: {e}")))?;
+                    let name = name.clone().unwrap_or_else(|| "format".into());
+                    (*weight, Box::new(Format { pattern, name }))
+                }
+                RewardSpec::Length {
+                    weight,
+                    max_chars,
+                    scale,
+                } => {
+                    if *max_chars == 0 {
+                        return Err(at("max_chars must be at least 1".into()));
+                    }
+                    (
+                        *weight,
+                        Box::new(LengthPenalty {
+                            max_chars: *max_chars,
+                            scale: *scale,
+                        }),
+                    )
+                }
+            };
+            if !weight.is_finite() {
+                return Err(at(format!("weight must be a finite number, got {weight}")));
+            }
+            if parts.iter().any(|(_, r)| r.name() == reward.name()) {
+                return Err(at(format!(
+                    "a second reward named `{}`; give format rewards distinct names",
+                    reward.name()
+                )));
+            }
+            parts.push((weight, reward));
+        }
+        Ok(Weighted { parts })
     }
 }
 

@@ -367,6 +367,152 @@ pub enum Method {
         #[serde(default)]
         strict: bool,
     },
+    /// GRPO on a `prompts` dataset (`data.dataset` or `data.query`): each step samples
+    /// `num_generations` completions per prompt with the built-in sampler, scores them with
+    /// `rewards` and trains on group-normalised advantages (`trainer::grpo`). A step's generation
+    /// batch is `train.micro_batch_size × train.grad_accum_steps` completions, so it holds that
+    /// many / `num_generations` prompts (TRL's accounting).
+    Grpo(Box<GrpoMethod>),
+}
+
+/// `[method] kind = "grpo"`: TRL's `GRPOConfig` names and defaults where it has them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoMethod {
+    /// Completions per prompt, G (TRL's default 8).
+    #[serde(default = "default_generations")]
+    pub num_generations: usize,
+    /// Optimizer steps per generation batch, μ (1: strictly on-policy, the ratio is 1).
+    #[serde(default = "default_one")]
+    pub num_iterations: usize,
+    /// Most tokens per completion (TRL's default 256).
+    #[serde(default = "default_completion_length")]
+    pub max_completion_length: usize,
+    /// Sampling temperature (also divides the logits of the training log-probs, as TRL does).
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// Nucleus mass of the sampler.
+    #[serde(default = "default_top_p")]
+    pub top_p: f32,
+    /// Top-k of the sampler (0: all).
+    #[serde(default)]
+    pub top_k: usize,
+    /// ε_low of the clipped ratio.
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+    /// ε_high (default: ε; DAPO's clip-higher uses 0.28).
+    #[serde(default)]
+    pub epsilon_high: Option<f64>,
+    /// KL weight β (0, TRL's default: no reference model is loaded).
+    #[serde(default)]
+    pub beta: f64,
+    /// The KL's reference: a Hugging Face folder, a run or a checkpoint (default: `model.init`).
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
+    /// grpo, bnpo, dr_grpo or dapo (TRL's default).
+    #[serde(default)]
+    pub loss_type: crate::trainer::grpo::LossType,
+    /// Advantage scaling: group (default), batch or none.
+    #[serde(default)]
+    pub scale_rewards: crate::trainer::grpo::ScaleRewards,
+    /// Write the first group's completions to `RUN/completions.jsonl` every N steps (0: never).
+    #[serde(default = "default_log_completions")]
+    pub log_completions_every: usize,
+    /// The rewards, summed with their weights: `[[method.rewards]]` tables.
+    pub rewards: Vec<firebrand_synth::reward::RewardSpec>,
+}
+
+fn default_generations() -> usize {
+    8
+}
+fn default_completion_length() -> usize {
+    256
+}
+fn default_temperature() -> f32 {
+    1.0
+}
+fn default_top_p() -> f32 {
+    1.0
+}
+fn default_epsilon() -> f64 {
+    0.2
+}
+fn default_log_completions() -> usize {
+    10
+}
+
+impl GrpoMethod {
+    /// The loss options.
+    pub fn options(&self) -> crate::trainer::grpo::GrpoOptions {
+        crate::trainer::grpo::GrpoOptions {
+            epsilon_low: self.epsilon,
+            epsilon_high: self.epsilon_high.unwrap_or(self.epsilon),
+            beta: self.beta,
+            loss_type: self.loss_type,
+            max_completion_length: self.max_completion_length,
+        }
+    }
+
+    fn check(&self, recipe: &Recipe) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        let t = &recipe.train;
+        if self.num_generations < 2 {
+            return bad(format!(
+                "method.num_generations must be at least 2 (a group of one has no baseline), got {}",
+                self.num_generations
+            ));
+        }
+        let batch = t.micro_batch_size * t.grad_accum_steps;
+        if !batch.is_multiple_of(self.num_generations) {
+            return bad(format!(
+                "a step's generation batch (train.micro_batch_size × train.grad_accum_steps = {batch} completions) must hold whole groups of method.num_generations = {}",
+                self.num_generations
+            ));
+        }
+        if self.num_iterations == 0 {
+            return bad("method.num_iterations must be at least 1".into());
+        }
+        if t.checkpoint_every > 0 && !t.checkpoint_every.is_multiple_of(self.num_iterations) {
+            return bad(format!(
+                "train.checkpoint_every ({}) must be a multiple of method.num_iterations ({}): a checkpoint falls between generation batches",
+                t.checkpoint_every, self.num_iterations
+            ));
+        }
+        if self.max_completion_length == 0 {
+            return bad("method.max_completion_length must be at least 1".into());
+        }
+        let max_len = recipe.data.max_len.unwrap_or(2048);
+        if self.max_completion_length >= max_len {
+            return bad(format!(
+                "method.max_completion_length ({}) leaves no room for a prompt in data.max_len ({max_len})",
+                self.max_completion_length
+            ));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!(
+                "method.temperature must be > 0 (greedy decoding gives a group identical completions), got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("method.top_p must be in (0, 1], got {}", self.top_p));
+        }
+        let high = self.epsilon_high.unwrap_or(self.epsilon);
+        if !(self.epsilon > 0.0 && self.epsilon < 1.0 && high > 0.0 && high.is_finite()) {
+            return bad(format!(
+                "method.epsilon must be in (0, 1) and method.epsilon_high > 0, got {} and {high}",
+                self.epsilon
+            ));
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return bad(format!("method.beta must be ≥ 0, got {}", self.beta));
+        }
+        if self.beta > 0.0 && self.reference.is_none() && recipe.model.init.is_none() {
+            return bad("method.beta > 0 needs a reference: set method.reference or model.init".into());
+        }
+        firebrand_synth::reward::RewardSpec::build(&self.rewards).map_err(TrainError::Config)?;
+        Ok(())
+    }
 }
 
 fn default_dpo_beta() -> f64 {
@@ -387,7 +533,15 @@ impl Method {
                 loss: *loss,
                 label_smoothing: *label_smoothing,
             }),
-            Method::Sft {} => None,
+            Method::Sft {} | Method::Grpo(_) => None,
+        }
+    }
+
+    /// GRPO's settings, when the method is GRPO.
+    pub fn grpo(&self) -> Option<&GrpoMethod> {
+        match self {
+            Method::Grpo(g) => Some(g),
+            _ => None,
         }
     }
 }
@@ -480,6 +634,8 @@ const TEXT_KEYS: &[&str] = &[
     "method.kind",
     "method.loss",
     "method.reference",
+    "method.loss_type",
+    "method.scale_rewards",
     "localist.schedule",
     "localist.penalty",
     "localist.blocks",
@@ -663,7 +819,7 @@ impl Recipe {
             }
             let reference = match &self.method {
                 Method::Dpo { reference, .. } => reference.as_ref(),
-                Method::Sft {} => None,
+                Method::Sft {} | Method::Grpo(_) => None,
             };
             if reference.is_none() && self.model.init.is_none() {
                 return bad("method dpo needs a reference model: set method.reference or model.init");
@@ -673,6 +829,27 @@ impl Recipe {
             }
             if self.data.mask.is_some() || self.data.multiverse.is_some() {
                 return bad("method dpo masks each pair's reply itself: remove data.mask and data.multiverse");
+            }
+        }
+        if let Some(grpo) = self.method.grpo() {
+            grpo.check(self)?;
+            if self.data.tokens.is_some() || self.data.text_source().is_none() {
+                return bad(
+                    "method grpo samples from a `prompts` dataset: set data.dataset (or data.query), not data.tokens",
+                );
+            }
+            if self.localist.is_some() {
+                return bad("method grpo does not apply [localist]: remove the section");
+            }
+            let text_only = [
+                ("data.pack", self.data.pack.is_some()),
+                ("data.mask", self.data.mask.is_some()),
+                ("data.multiverse", self.data.multiverse.is_some()),
+            ];
+            if let Some((key, _)) = text_only.iter().find(|(_, set)| *set) {
+                return Err(TrainError::Config(format!(
+                    "method grpo trains on its own completions, one per row: remove {key}"
+                )));
             }
         }
         self.data.check()
@@ -828,6 +1005,123 @@ lr = 1e-3
         let tiny = Recipe::parse(include_str!("../../recipes/dpo-tiny.toml"), "dpo-tiny.toml", &[]).unwrap();
         tiny.check().unwrap();
         assert_eq!(tiny.method.dpo().map(|d| d.beta), Some(0.1));
+    }
+
+    const GRPO: &str = r#"
+[model]
+init = "m"
+
+[data]
+dataset = "p.lance"
+tokenizer = "tok.json"
+max_len = 512
+
+[train]
+max_steps = 10
+micro_batch_size = 8
+grad_accum_steps = 2
+lr = 1e-5
+
+[method]
+kind = "grpo"
+num_generations = 4
+
+[[method.rewards]]
+kind = "answer"
+match = "numeric"
+tolerance = 0.5
+
+[[method.rewards]]
+kind = "format"
+pattern = "^\\d+$"
+weight = 0.5
+"#;
+
+    #[test]
+    fn grpo_recipes_take_trl_defaults_and_check_their_settings() {
+        let r = Recipe::parse(GRPO, "g.toml", &[]).unwrap();
+        r.check().unwrap();
+        let g = r.method.grpo().unwrap();
+        assert_eq!(
+            (g.num_iterations, g.max_completion_length, g.temperature, g.beta),
+            (1, 256, 1.0, 0.0)
+        );
+        let o = g.options();
+        assert_eq!((o.epsilon_low, o.epsilon_high), (0.2, 0.2));
+        assert_eq!(o.loss_type, crate::trainer::grpo::LossType::Dapo);
+        assert_eq!(g.scale_rewards, crate::trainer::grpo::ScaleRewards::Group);
+        assert_eq!(g.rewards.len(), 2);
+        // Round trip through the TOML a checkpoint saves.
+        assert_eq!(Recipe::parse(&r.to_toml(), "saved", &[]).unwrap(), r);
+
+        let err = |overrides: &[&str]| {
+            let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            let r = Recipe::parse(GRPO, "g.toml", &o).unwrap();
+            r.check().unwrap_err().to_string()
+        };
+        assert!(err(&["method.num_generations=1"]).contains("at least 2"));
+        assert!(err(&["method.num_generations=3"]).contains("whole groups"));
+        assert!(
+            err(&["method.num_iterations=2", "train.checkpoint_every=3"]).contains("multiple of method.num_iterations")
+        );
+        assert!(err(&["method.max_completion_length=512"]).contains("no room for a prompt"));
+        assert!(err(&["method.temperature=0"]).contains("temperature"));
+        assert!(err(&["data.pack=true"]).contains("remove data.pack"));
+        let no_rewards = GRPO.split("[[method.rewards]]").next().unwrap().to_string();
+        let e = Recipe::parse(&no_rewards, "g.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("missing field `rewards`"), "{e}");
+        let e = Recipe::parse(&format!("{no_rewards}rewards = []\n"), "g.toml", &[])
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no rewards"), "{e}");
+        let bad_regex = GRPO.replace(r"^\\d+$", "(");
+        let e = Recipe::parse(&bad_regex, "g.toml", &[])
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("method.rewards[1]: pattern"), "{e}");
+        let e = Recipe::parse(&GRPO.replace("tolerance", "tolerence"), "g.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tolerence"), "{e}");
+        let tokens = GRPO.replace("dataset = \"p.lance\"", "tokens = \"t.lance\"");
+        let e = Recipe::parse(&tokens, "g.toml", &[])
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prompts"), "{e}");
+    }
+
+    #[test]
+    fn the_justgrpo_recipe_is_plain_on_policy_grpo() {
+        let r = Recipe::parse(
+            include_str!("../../recipes/grpo-justgrpo.toml"),
+            "grpo-justgrpo.toml",
+            &[],
+        )
+        .unwrap();
+        r.check().unwrap();
+        let g = r.method.grpo().unwrap();
+        assert_eq!((g.num_generations, g.num_iterations, g.beta), (16, 1, 0.0));
+        assert_eq!(
+            r.train.micro_batch_size * r.train.grad_accum_steps / g.num_generations,
+            64
+        );
+        assert!(matches!(
+            g.rewards.as_slice(),
+            [firebrand_synth::reward::RewardSpec::Answer { signed: true, .. }]
+        ));
+        let demo = Recipe::parse(
+            include_str!("../../recipes/grpo-addition.toml"),
+            "grpo-addition.toml",
+            &[],
+        )
+        .unwrap();
+        demo.check().unwrap();
     }
 
     #[test]

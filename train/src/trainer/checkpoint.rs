@@ -152,17 +152,26 @@ impl<B: Backend> Trained<B> {
         template: Option<Template>,
         tokenizer: &firebrand_data::tokenizer::Tokenizer,
     ) -> Vec<u32> {
-        let mut ids: Vec<u32> = template
-            .map(|t| t.end_of_turn())
-            .into_iter()
-            .chain(["<|endoftext|>", "<|end_of_text|>"])
-            .filter_map(|t| tokenizer.token_to_id(t))
-            .collect();
-        if let Some(eos) = self.config.eos_token_id.filter(|e| !ids.contains(e)) {
-            ids.push(eos);
-        }
-        ids
+        stop_token_ids(&self.config, template, tokenizer)
     }
+}
+
+/// Tokens that end generation for a model of `config` (see [`Trained::stop_token_ids`]).
+pub fn stop_token_ids(
+    config: &crate::model::ModelConfig,
+    template: Option<Template>,
+    tokenizer: &firebrand_data::tokenizer::Tokenizer,
+) -> Vec<u32> {
+    let mut ids: Vec<u32> = template
+        .map(|t| t.end_of_turn())
+        .into_iter()
+        .chain(["<|endoftext|>", "<|end_of_text|>"])
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect();
+    if let Some(eos) = config.eos_token_id.filter(|e| !ids.contains(e)) {
+        ids.push(eos);
+    }
+    ids
 }
 
 /// Loads a model from a checkpoint (`RUN/step-N`), a run (its latest checkpoint) or a Hugging

@@ -23,6 +23,15 @@ pub fn tokens_path(recipe: &Recipe, run_dir: &Path) -> PathBuf {
     }
 }
 
+/// Where the run's text lives: `data.dataset`, or `RUN/data/input.lance` for a query (written
+/// when the run starts); `None` for pre-tokenized data.
+pub fn text_path(recipe: &Recipe, run_dir: &Path) -> Option<PathBuf> {
+    match recipe.data.text_source()? {
+        TextSource::Dataset(p) => Some(p),
+        TextSource::Query(_) => Some(run_dir.join("data").join("input.lance")),
+    }
+}
+
 /// Opens the text a recipe tokenizes (running its query into `RUN/data/input.lance`).
 ///
 /// # Errors
@@ -52,6 +61,20 @@ pub fn prepare(
     let Some(source) = recipe.data.text_source() else {
         return Ok(None);
     };
+    if recipe.method.grpo().is_some() {
+        // GRPO tokenizes its prompts when it loads them; a query's result is kept for resumes.
+        let input = text_path(recipe, run_dir).unwrap_or_default();
+        match source {
+            TextSource::Query(_) if !resume => {
+                open_text(&source, run_dir)?;
+            }
+            _ if !input.exists() => {
+                return Err(TrainError::Config(format!("{}: the prompts are gone", input.display())));
+            }
+            _ => {}
+        }
+        return Ok(None);
+    }
     let out = tokens_path(recipe, run_dir);
     if resume {
         if out.exists() {

@@ -1,7 +1,7 @@
 //! GRPO's arithmetic (DeepSeekMath, arXiv 2402.03300 §4.1; the variants as TRL's `GRPOTrainer`
 //! names them, huggingface/trl `grpo_trainer.py`): group-normalised advantages, the per-token
-//! clipped-ratio loss with an optional k3 KL to a reference, and the four aggregations. The first
-//! piece of `method = "grpo"` (issue 10); rollouts and the loop are not wired here yet.
+//! clipped-ratio loss with an optional k3 KL to a reference, and the four aggregations. Rollouts
+//! are in `rollout.rs`; the step that joins them is in the shared loop (`run.rs`).
 //!
 //! - Advantages: A_i = r_i − mean of its group, divided by (std + 1e-4) with the std (Bessel-
 //!   corrected) of the group (`Group`), of the whole batch (`Batch`), or not at all (`None`). A
@@ -12,8 +12,13 @@
 //!   k3 = exp(ref − log π) − (ref − log π) − 1. With no recorded old log-probs (μ = 1) π_old is π
 //!   detached, so ρ = 1 and the gradient is the plain policy gradient −A ∇log π.
 //! - Aggregation over the completion mask m: `grpo` mean over sequences of Σ_t mℓ / Σ_t m; `bnpo`
-//!   Σ mℓ / Σ m; `dr_grpo` Σ mℓ / (rows · max completion length); `dapo` Σ mℓ / the active tokens of
-//!   the whole generation batch (given by the caller, so accumulation windows weigh tokens equally).
+//!   Σ mℓ / Σ m; `dr_grpo` Σ mℓ / (rows · max_completion_length); `dapo` Σ mℓ / the active tokens
+//!   of the whole generation batch (given by the caller, so accumulation windows weigh tokens
+//!   equally). Over an accumulation window the loop averages the micro-batches' grpo, bnpo and
+//!   dr_grpo losses and sums dapo's, as TRL does.
+//!
+//! Positions: the tensors may span whole rows (prompt and completion); only the mask decides which
+//! positions are completion tokens.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
@@ -158,7 +163,7 @@ pub fn grpo_loss<B: Backend>(
     t: &TokenTerms<B>,
     active_tokens: usize,
 ) -> Result<(Tensor<B, 1>, GrpoMetrics), TrainError> {
-    let [rows, len] = t.logp.dims();
+    let [rows, _] = t.logp.dims();
     let old = t.old_logp.clone().unwrap_or_else(|| t.logp.clone().detach());
     // Log differences are zeroed off the completion, so padding never makes exp overflow.
     let ratio = ((t.logp.clone() - old) * t.mask.clone()).exp();
@@ -189,9 +194,7 @@ pub fn grpo_loss<B: Backend>(
             per_row.mean()
         }
         LossType::Bnpo => masked.sum().div_scalar(tokens),
-        LossType::DrGrpo => masked
-            .sum()
-            .div_scalar((rows * options.max_completion_length.max(len)) as f64),
+        LossType::DrGrpo => masked.sum().div_scalar((rows * options.max_completion_length) as f64),
         LossType::Dapo => masked.sum().div_scalar(active_tokens.max(1) as f64),
     };
     let share = |m: Tensor<B, 2>| (m * t.mask.clone()).sum().into_scalar().elem::<f64>() / tokens;
@@ -204,6 +207,51 @@ pub fn grpo_loss<B: Backend>(
         clip_high: share(ratio.greater_elem(1.0 + options.epsilon_high).float() * positive),
     };
     Ok((loss, metrics))
+}
+
+impl GrpoMetrics {
+    /// Adds a micro-batch's metrics weighted by `w` (its share of the window's tokens).
+    pub fn add_weighted(&mut self, other: &GrpoMetrics, w: f64) {
+        self.kl += w * other.kl;
+        self.clip_low += w * other.clip_low;
+        self.clip_high += w * other.clip_high;
+    }
+}
+
+/// One GRPO step's line in `metrics.jsonl`, next to the loop's own fields (TRL's names).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct GrpoStepMetrics {
+    /// The generation batch: rewards, advantages, lengths.
+    #[serde(flatten)]
+    pub rollout: super::rollout::RolloutMetrics,
+    /// Mean k3 KL to the reference (0 without one).
+    pub kl: f64,
+    /// Share of completion tokens clipped below.
+    #[serde(rename = "clip_ratio/low_mean")]
+    pub clip_low: f64,
+    /// Share clipped above.
+    #[serde(rename = "clip_ratio/high_mean")]
+    pub clip_high: f64,
+    /// Share clipped either way.
+    #[serde(rename = "clip_ratio/region_mean")]
+    pub clip_region: f64,
+    /// Mean entropy (nats) of the policy over completion tokens.
+    pub entropy: f64,
+    /// Which of the μ iterations over this generation batch the step was (0 for the first).
+    pub iteration: usize,
+    /// On the first iteration: mean |log π − log π_sampler| over completion tokens, the gap
+    /// between the training forward and the sampler's KV-cached forward (should be ~1e-6 in f32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampler_logp_diff: Option<f64>,
+    /// Seconds spent sampling this step (0 on later iterations).
+    pub rollout_s: f64,
+    /// Seconds spent in forward, backward and the optimizer step.
+    pub train_s: f64,
+    /// Generated tokens per second of sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_tokens_per_s: Option<f64>,
+    /// Trained tokens (prompt and completion) per second of training.
+    pub train_tokens_per_s: f64,
 }
 
 #[cfg(test)]

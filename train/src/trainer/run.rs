@@ -81,6 +81,9 @@ pub struct StepMetrics {
     /// With DPO: rewards, margins, accuracy and log-probs, over the window's pairs.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub dpo: Option<super::dpo::DpoMetrics>,
+    /// With GRPO: rewards, advantages, KL, clipping, entropy, lengths, rollout and training time.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub grpo: Option<super::grpo::GrpoStepMetrics>,
 }
 
 /// DPO's part of a run: its options and the reference log-probs by pair id.
@@ -110,6 +113,17 @@ pub enum Event {
     Checkpoint(PathBuf),
     /// DPO's reference log-probs are ready (reused from the cache or computed).
     Reference(super::reference::CacheReport),
+    /// GRPO's held-out evaluation: step and mean reward of greedy completions.
+    EvalReward(usize, f64),
+    /// GRPO logged a group of completions.
+    Completions(Vec<super::grpo_step::LoggedSample>),
+    /// GRPO's prompts are loaded: how many, and how many were too long.
+    Prompts {
+        /// Prompts to sample from.
+        kept: usize,
+        /// Left out: longer than data.max_len − method.max_completion_length.
+        too_long: usize,
+    },
 }
 
 /// What a finished run reports.
@@ -124,7 +138,7 @@ pub struct Summary {
 }
 
 /// The order in which training rows are read: a seeded permutation per epoch.
-struct DataOrder {
+pub(crate) struct DataOrder {
     rows: Vec<u64>,
     seed: u64,
     epoch: Option<u64>,
@@ -133,7 +147,7 @@ struct DataOrder {
 
 impl DataOrder {
     /// The dataset rows at positions `start..start + n` of the infinite epoch sequence.
-    fn take(&mut self, start: u64, n: usize) -> Vec<u64> {
+    pub(crate) fn take(&mut self, start: u64, n: usize) -> Vec<u64> {
         let len = self.rows.len() as u64;
         (start..start + n as u64)
             .map(|p| {
@@ -188,11 +202,34 @@ pub fn train<B: AutodiffBackend>(
     mut on_event: impl FnMut(&Event),
 ) -> Result<Summary, TrainError> {
     let t = &plan.recipe.train;
-    let tokens = super::data::tokens_path(&plan.recipe, &plan.run_dir);
-    let ds = Dataset::open_kind(&tokens, DatasetKind::Tokens)?;
-    // With DPO the units of the data order are pairs (rows 2k and 2k + 1), not rows.
+    std::fs::create_dir_all(&plan.run_dir).map_err(|e| TrainError::io(&plan.run_dir, e))?;
+    let start_step = match plan.resume {
+        true => checkpoint::latest(&plan.run_dir)?.0,
+        false => 0,
+    };
+    // GRPO samples from prompts (its reference, with β > 0, loads before the policy); SFT and DPO
+    // read a tokens dataset, where DPO's units are pairs (rows 2k and 2k + 1).
+    let mut grpo = match plan.recipe.method.grpo() {
+        Some(m) => {
+            let flow = super::grpo_step::GrpoFlow::<B>::new(plan, m, start_step, device)?;
+            on_event(&Event::Prompts {
+                kept: flow.prompts.len(),
+                too_long: flow.prompts.too_long,
+            });
+            Some(flow)
+        }
+        None => None,
+    };
     let dpo_options = plan.recipe.method.dpo();
-    let n = ds.len()? as u64 / if dpo_options.is_some() { 2 } else { 1 };
+    let tokens = super::data::tokens_path(&plan.recipe, &plan.run_dir);
+    let (ds, n) = match &grpo {
+        Some(flow) => (None, flow.prompts.len() as u64),
+        None => {
+            let ds = Dataset::open_kind(&tokens, DatasetKind::Tokens)?;
+            let n = ds.len()? as u64 / if dpo_options.is_some() { 2 } else { 1 };
+            (Some(ds), n)
+        }
+    };
     let (eval_rows, train_rows) = split(n, plan.recipe.data.eval_rows, t.seed);
     if train_rows.is_empty() {
         return Err(TrainError::Config(format!(
@@ -207,13 +244,13 @@ pub fn train<B: AutodiffBackend>(
         epoch: None,
         perm: Vec::new(),
     };
-    std::fs::create_dir_all(&plan.run_dir).map_err(|e| TrainError::io(&plan.run_dir, e))?;
 
     // DPO's reference log-probs first, so the reference model is gone before the policy loads.
     let dpo = match dpo_options {
         None => None,
         Some(options) => {
-            let (reference, report) = reference_logps::<B>(plan, &ds, device)?;
+            let ds = ds.as_ref().expect("DPO reads a tokens dataset");
+            let (reference, report) = reference_logps::<B>(plan, ds, device)?;
             on_event(&Event::Reference(report));
             Some(DpoFlow { options, reference })
         }
@@ -273,68 +310,92 @@ pub fn train<B: AutodiffBackend>(
     let mut last_checkpoint = checkpoint::list(&plan.run_dir)?.pop().map(|(_, p)| p);
     while state.step < t.max_steps {
         let step_start = Instant::now();
-        // 1. The window's micro-batches, and its count of loss tokens.
-        let mut batches = Vec::with_capacity(t.grad_accum_steps);
-        for _ in 0..t.grad_accum_steps {
-            let idx = order.take(state.rows_consumed, t.micro_batch_size);
-            state.rows_consumed += idx.len() as u64;
-            let rows: Vec<TokensRow> = match &dpo {
-                None => ds.take(&idx)?,
-                Some(_) => pair_rows(&ds, &idx)?,
-            };
-            let batch = sft::collate::<B>(&rows, device).map_err(|e| match e {
-                TrainError::Batch(m) => TrainError::Batch(format!("step {}: rows {idx:?}: {m}", state.step + 1)),
-                other => other,
-            })?;
-            batches.push((batch, rows));
-        }
-        let window_count: usize = batches.iter().map(|(b, _)| b.count).sum();
-        let tokens: usize = batches.iter().map(|(b, _)| b.tokens).sum();
-        let seq_len = batches.iter().map(|(b, _)| b.input_ids.dims()[1]).max().unwrap_or(0);
-        // 2. Backward of each micro-batch's summed loss over the window's count.
-        let mut accumulator = GradientsAccumulator::<Decoder<B>>::new();
-        let mut loss_sum = 0.0;
         let mut penalty_sum = 0.0;
         let mut attention: Vec<crate::localist::LayerMetrics> = Vec::new();
         let mut dpo_metrics = super::dpo::DpoMetrics::default();
-        if let Some(flow) = &dpo {
-            // DPO's loss is a mean over pairs: each micro-batch weighs by its share of the window.
-            let window_pairs: usize = batches.iter().map(|(_, rows)| rows.len() / 2).sum();
-            for (batch, rows) in &batches {
-                let (loss, m) = super::dpo::batch_loss(&flow.options, &model, batch, rows, &flow.reference)?;
-                let w = (rows.len() / 2) as f64 / window_pairs.max(1) as f64;
-                loss_sum += w * loss.clone().into_scalar().elem::<f64>();
-                dpo_metrics.add_weighted(&m, w);
-                let grads = loss.mul_scalar(w).backward();
-                accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        let mut grpo_metrics = None;
+        let (loss, mut grads, tokens, window_count, seq_len) = if let Some(flow) = grpo.as_mut() {
+            // GRPO: a generation batch every μ steps, its micro-batches' gradients accumulated.
+            let step = state.step;
+            let consumed = &mut state.rows_consumed;
+            let w = flow.window(
+                &model,
+                step,
+                |n| {
+                    let idx = order.take(*consumed, n);
+                    *consumed += idx.len() as u64;
+                    idx
+                },
+                t,
+                device,
+            )?;
+            if !w.logged.is_empty() {
+                on_event(&Event::Completions(w.logged));
             }
-        }
-        for (batch, rows) in batches.iter().filter(|_| dpo.is_none()) {
-            let (loss, ce) = match &localist {
-                None => {
-                    let loss = sft::loss(&model, batch);
-                    let ce = loss.clone().into_scalar().elem::<f64>();
-                    (loss, ce)
-                }
-                Some(run) => {
-                    let (loss, ce, penalty, layers) = sft::loss_localist(&model, batch, rows, run);
-                    penalty_sum += penalty * batch.count as f64;
-                    accumulate_layers(&mut attention, &layers, batch.count, window_count);
-                    (loss, ce)
-                }
-            };
-            let grads = loss.div_scalar(window_count as f64).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-            loss_sum += ce;
-        }
-        // SFT sums over tokens and divides by the window's count; DPO's sum is already a mean.
-        let loss = if dpo.is_some() {
-            loss_sum
+            grpo_metrics = Some(w.metrics);
+            (w.loss, w.grads, w.tokens, w.count, w.seq_len)
         } else {
-            loss_sum / window_count as f64
+            let ds = ds.as_ref().expect("SFT and DPO read a tokens dataset");
+            // 1. The window's micro-batches, and its count of loss tokens.
+            let mut batches = Vec::with_capacity(t.grad_accum_steps);
+            for _ in 0..t.grad_accum_steps {
+                let idx = order.take(state.rows_consumed, t.micro_batch_size);
+                state.rows_consumed += idx.len() as u64;
+                let rows: Vec<TokensRow> = match &dpo {
+                    None => ds.take(&idx)?,
+                    Some(_) => pair_rows(ds, &idx)?,
+                };
+                let batch = sft::collate::<B>(&rows, device).map_err(|e| match e {
+                    TrainError::Batch(m) => TrainError::Batch(format!("step {}: rows {idx:?}: {m}", state.step + 1)),
+                    other => other,
+                })?;
+                batches.push((batch, rows));
+            }
+            let window_count: usize = batches.iter().map(|(b, _)| b.count).sum();
+            let tokens: usize = batches.iter().map(|(b, _)| b.tokens).sum();
+            let seq_len = batches.iter().map(|(b, _)| b.input_ids.dims()[1]).max().unwrap_or(0);
+            // 2. Backward of each micro-batch's summed loss over the window's count.
+            let mut accumulator = GradientsAccumulator::<Decoder<B>>::new();
+            let mut loss_sum = 0.0;
+            if let Some(flow) = &dpo {
+                // DPO's loss is a mean over pairs: each micro-batch weighs by its share of the window.
+                let window_pairs: usize = batches.iter().map(|(_, rows)| rows.len() / 2).sum();
+                for (batch, rows) in &batches {
+                    let (loss, m) = super::dpo::batch_loss(&flow.options, &model, batch, rows, &flow.reference)?;
+                    let w = (rows.len() / 2) as f64 / window_pairs.max(1) as f64;
+                    loss_sum += w * loss.clone().into_scalar().elem::<f64>();
+                    dpo_metrics.add_weighted(&m, w);
+                    let grads = loss.mul_scalar(w).backward();
+                    accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+                }
+            }
+            for (batch, rows) in batches.iter().filter(|_| dpo.is_none()) {
+                let (loss, ce) = match &localist {
+                    None => {
+                        let loss = sft::loss(&model, batch);
+                        let ce = loss.clone().into_scalar().elem::<f64>();
+                        (loss, ce)
+                    }
+                    Some(run) => {
+                        let (loss, ce, penalty, layers) = sft::loss_localist(&model, batch, rows, run);
+                        penalty_sum += penalty * batch.count as f64;
+                        accumulate_layers(&mut attention, &layers, batch.count, window_count);
+                        (loss, ce)
+                    }
+                };
+                let grads = loss.div_scalar(window_count as f64).backward();
+                accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+                loss_sum += ce;
+            }
+            // SFT sums over tokens and divides by the window's count; DPO's sum is already a mean.
+            let loss = if dpo.is_some() {
+                loss_sum
+            } else {
+                loss_sum / window_count as f64
+            };
+            (loss, accumulator.grads(), tokens, window_count, seq_len)
         };
         // 3. Clip, guard, step.
-        let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip.filter(|c| *c > 0.0));
         if !loss.is_finite() || !grad_norm.is_finite() {
             let last = last_checkpoint
@@ -373,6 +434,11 @@ pub fn train<B: AutodiffBackend>(
             localist_penalty: localist.as_ref().map(|_| penalty_sum / window_count as f64),
             attention,
             dpo: dpo.as_ref().map(|_| dpo_metrics),
+            grpo: grpo_metrics.map(|mut g| {
+                g.train_s = (seconds - g.rollout_s).max(0.0);
+                g.train_tokens_per_s = tokens as f64 / g.train_s.max(1e-9);
+                g
+            }),
         };
         write_line(
             &mut metrics,
@@ -382,13 +448,13 @@ pub fn train<B: AutodiffBackend>(
         on_event(&Event::Step(m));
         // 5. Evaluate.
         if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
-            let (eval_loss, line) = match &dpo {
-                None => {
-                    let loss = evaluate(&model, &ds, &eval_rows, t.micro_batch_size, localist.as_ref())?;
-                    (loss, serde_json::json!({"step": state.step, "eval/loss": loss}))
+            let (event, line) = match (&grpo, &dpo, &ds) {
+                (Some(flow), _, _) => {
+                    let (reward, line) = flow.evaluate(&model, &eval_rows, state.step)?;
+                    (Event::EvalReward(state.step, reward), line)
                 }
-                Some(flow) => {
-                    let (loss, m) = evaluate_dpo(&model, &ds, &eval_rows, t.micro_batch_size, flow)?;
+                (None, Some(flow), Some(ds)) => {
+                    let (loss, m) = evaluate_dpo(&model, ds, &eval_rows, t.micro_batch_size, flow)?;
                     let mut line = serde_json::json!({"step": state.step, "eval/loss": loss});
                     if let (Some(obj), serde_json::Value::Object(extra)) = (
                         line.as_object_mut(),
@@ -396,11 +462,19 @@ pub fn train<B: AutodiffBackend>(
                     ) {
                         obj.extend(extra.into_iter().map(|(k, v)| (format!("eval/{k}"), v)));
                     }
-                    (loss, line)
+                    (Event::Eval(state.step, loss), line)
+                }
+                (None, _, ds) => {
+                    let ds = ds.as_ref().expect("SFT reads a tokens dataset");
+                    let loss = evaluate(&model, ds, &eval_rows, t.micro_batch_size, localist.as_ref())?;
+                    (
+                        Event::Eval(state.step, loss),
+                        serde_json::json!({"step": state.step, "eval/loss": loss}),
+                    )
                 }
             };
             write_line(&mut metrics, &metrics_path, &line)?;
-            on_event(&Event::Eval(state.step, eval_loss));
+            on_event(&event);
         }
         // 6. Checkpoint.
         let due = t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0;
@@ -503,11 +577,8 @@ fn reference_logps<B: AutodiffBackend>(
             .clone()
             .ok_or_else(|| TrainError::Config("method dpo needs method.reference or model.init".into()))?,
     };
-    let preferences = match recipe.data.text_source() {
-        Some(crate::recipe::TextSource::Dataset(p)) => p,
-        Some(crate::recipe::TextSource::Query(_)) => plan.run_dir.join("data").join("input.lance"),
-        None => return Err(TrainError::Config("method dpo reads data.dataset or data.query".into())),
-    };
+    let preferences = super::data::text_path(recipe, &plan.run_dir)
+        .ok_or_else(|| TrainError::Config("method dpo reads data.dataset or data.query".into()))?;
     let tokenizer = recipe
         .data
         .tokenizer
@@ -557,7 +628,7 @@ fn save<B: AutodiffBackend>(
 
 /// Opens `metrics.jsonl`: truncated for a fresh run; for a resumed one, cut back to the lines of
 /// steps up to the checkpoint, so the file reads as one uninterrupted run.
-fn open_metrics(path: &Path, resume_step: Option<usize>) -> Result<std::fs::File, TrainError> {
+pub(crate) fn open_metrics(path: &Path, resume_step: Option<usize>) -> Result<std::fs::File, TrainError> {
     let kept = match resume_step {
         None => String::new(),
         Some(step) => std::fs::read_to_string(path)
@@ -579,7 +650,7 @@ fn open_metrics(path: &Path, resume_step: Option<usize>) -> Result<std::fs::File
         .map_err(|e| TrainError::io(path, e))
 }
 
-fn write_line(file: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<(), TrainError> {
+pub(crate) fn write_line(file: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<(), TrainError> {
     writeln!(file, "{v}").map_err(|e| TrainError::io(path, e))
 }
 

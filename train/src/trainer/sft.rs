@@ -132,10 +132,26 @@ pub fn loss<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 1>
 /// `[batch, seq]` log p of each position's target, zero where the target does not count: what the
 /// SFT loss sums over the batch and DPO's sequence log-probs sum per row.
 pub fn target_logps<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>) -> Tensor<B, 2> {
+    gather_targets(log_probs(model, batch, 1.0), batch)
+}
+
+/// `[batch, seq, vocab]` log-softmax of the logits divided by `temperature` (GRPO scores its
+/// samples under the distribution they were drawn from).
+pub fn log_probs<B: Backend>(model: &Decoder<B>, batch: &SftBatch<B>, temperature: f64) -> Tensor<B, 3> {
     let hidden = model.hidden(batch.input_ids.clone(), batch.position_ids.clone(), &batch.mask);
     let logits = model.logits(hidden);
-    let [b, t, _] = logits.dims();
-    let logp = log_softmax(logits, 2)
+    let logits = if temperature == 1.0 {
+        logits
+    } else {
+        logits.div_scalar(temperature)
+    };
+    log_softmax(logits, 2)
+}
+
+/// `[batch, seq]` each position's target's entry of `log_probs`, zero where it does not count.
+pub fn gather_targets<B: Backend>(log_probs: Tensor<B, 3>, batch: &SftBatch<B>) -> Tensor<B, 2> {
+    let [b, t, _] = log_probs.dims();
+    let logp = log_probs
         .gather(2, batch.targets.clone().reshape([b, t, 1]))
         .reshape([b, t]);
     logp * batch.weights.clone()
