@@ -32,6 +32,7 @@ lr = 1e-2
 warmup_steps = 0
 schedule = "constant"
 eval_every = 10
+eval_on_start = true
 checkpoint_every = 10
 seed = 0
 device = "cpu"
@@ -170,8 +171,16 @@ fn grpo_learns_a_graded_reward_and_resumes_exactly() {
         last_len < 0.6 * first_len && last_reward > first_reward + 1.0,
         "length {first_len} → {last_len}, reward {first_reward} → {last_reward}"
     );
-    let evals: Vec<&Value> = metrics.iter().filter(|m| m.get("eval/reward").is_some()).collect();
-    assert_eq!(evals.len(), 3);
+    let evals: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m.get("eval/reward").is_some())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        evals,
+        [0, 10, 20, 30],
+        "greedy held-out reward before the first step, then every 10"
+    );
     // Logged groups: 8 completions at steps 1, 11 and 21, advantages centred within the group.
     let logged = lines(&d.join("runs/a/completions.jsonl"));
     assert_eq!(logged.len(), 24);

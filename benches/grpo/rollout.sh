@@ -12,6 +12,6 @@ fb_data > /dev/null
 $FB train recipes/sft-125m.toml train.max_steps=1 output.run=rollout > /dev/null 2>&1
 $FB export checkpoints/rollout --out /tmp/rollout | tail -1
 grep -o '"content": "[^"]*"' quickstart/chat.jsonl | sed -n '1~2p' | head -"$P" | sed 's/"content": "//; s/"$//' > /tmp/prompts.txt
-$FB bench rollout /tmp/rollout --prompts /tmp/prompts.txt --generations "$G" --new-tokens "$N" --device cuda --repeats 3
-$FB bench rollout /tmp/rollout --prompts /tmp/prompts.txt --generations "$G" --new-tokens "$N" --device cuda --repeats 3 --dtype bf16
+$FB bench rollout /tmp/rollout --prompts /tmp/prompts.txt --generations "$G" --new-tokens "$N" --device cuda --repeats 2
+$FB bench rollout /tmp/rollout --prompts /tmp/prompts.txt --generations "$G" --new-tokens "$N" --device cuda --repeats 2 --dtype bf16
 python3 benches/grpo/hf_rollout.py /tmp/rollout /tmp/prompts.txt "$G" "$N"

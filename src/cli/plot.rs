@@ -105,6 +105,33 @@ const PANELS: [(&str, &str, Option<&str>, bool); 4] = [
     ("tokens / s", "tokens_per_s", None, false),
 ];
 
+/// GRPO runs' panels: what its curves are read for.
+const GRPO_PANELS: [(&str, &str, Option<&str>, bool); 4] = [
+    (
+        "reward (points: greedy eval/reward)",
+        "reward",
+        Some("eval/reward"),
+        false,
+    ),
+    ("entropy", "entropy", None, false),
+    ("completion length", "completions/mean_length", None, false),
+    (
+        "groups without signal (zero reward std)",
+        "frac_reward_zero_std",
+        None,
+        false,
+    ),
+];
+
+/// GRPO's panels when any run logs rewards, else the loss panels.
+fn panels(runs: &[Curves]) -> [(&'static str, &'static str, Option<&'static str>, bool); 4] {
+    if runs.iter().any(|r| r.series.contains_key("reward")) {
+        GRPO_PANELS
+    } else {
+        PANELS
+    }
+}
+
 fn draw(runs: &[Curves], out: &Path, size: (u32, u32)) -> anyhow::Result<()> {
     // A second registration (tests draw several plots in one process) fails harmlessly.
     let _ = register_font("sans-serif", FontStyle::Normal, FONT);
@@ -112,7 +139,7 @@ fn draw(runs: &[Curves], out: &Path, size: (u32, u32)) -> anyhow::Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", out.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let areas = root.split_evenly((2, 2));
-    for (area, (title, key, points, log)) in areas.iter().zip(PANELS) {
+    for (area, (title, key, points, log)) in areas.iter().zip(panels(runs)) {
         let lines: Vec<(&Curves, Vec<(f64, f64)>)> = runs
             .iter()
             .map(|r| {
@@ -216,6 +243,9 @@ mod tests {
         assert_eq!(c.series["loss"], BTreeMap::from([(1, 3.0), (2, 2.4)]));
         assert_eq!(c.series["eval/loss"], BTreeMap::from([(2, 2.7)]));
         assert!(!c.series.contains_key("mfu"));
+        assert_eq!(panels(std::slice::from_ref(&c))[0].1, "loss");
+        let grpo = read_curves("g", "{\"step\":1,\"loss\":0.0,\"reward\":0.5}\n", Path::new("m.jsonl")).unwrap();
+        assert_eq!(panels(&[c, grpo])[0].1, "reward", "GRPO runs plot their reward");
         let err = read_curves("r", "{\"loss\":1}\n", Path::new("m.jsonl")).unwrap_err();
         assert!(err.to_string().contains("line 1: no `step`"), "{err}");
     }

@@ -322,6 +322,9 @@ pub struct TrainSection {
     /// Evaluate every N steps (0: never).
     #[serde(default)]
     pub eval_every: usize,
+    /// Also evaluate before the first step (a fresh run's step 0).
+    #[serde(default)]
+    pub eval_on_start: bool,
     /// Checkpoint every N steps (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: usize,
@@ -581,6 +584,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "train.max_steps",
     "train.lr",
     "train.eval_every",
+    "train.eval_on_start",
     "train.checkpoint_every",
     "train.keep_last",
     "train.device",

@@ -25,6 +25,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use crate::attention::AttentionMask;
 use crate::error::TrainError;
@@ -154,10 +155,21 @@ pub fn generate<B: Backend>(
     // are dropped), so long rollouts do not pay for rows that stopped early.
     let mut active: Vec<usize> = (0..b).collect();
     for step_index in 0..params.max_new_tokens {
+        // Each active row draws from its own logits with its own generator, in parallel: the
+        // vocabulary-wide softmax per row is the sampler's host-side cost.
+        let mut slot_of = vec![None; b];
+        for (slot, &r) in active.iter().enumerate() {
+            slot_of[r] = Some(slot);
+        }
+        let draws: Vec<Option<(u32, f32)>> = rows
+            .par_iter_mut()
+            .zip(&slot_of)
+            .map(|(row, slot)| slot.map(|s| sample(&logits[s * vocab..(s + 1) * vocab], params, &mut row.rng)))
+            .collect();
         let mut still = Vec::with_capacity(active.len());
         for (slot, &r) in active.iter().enumerate() {
             let row = &mut rows[r];
-            let (token, logprob) = sample(&logits[slot * vocab..(slot + 1) * vocab], params, &mut row.rng);
+            let (token, logprob) = draws[r].expect("every active row drew");
             row.tokens.push(token);
             row.logprobs.push(logprob);
             if params.stop_token_ids.contains(&token) {
@@ -320,13 +332,34 @@ pub(crate) fn step<B: Backend>(
 /// Draws one token from `logits`; returns it with its log-probability.
 pub(crate) fn sample(logits: &[f32], p: &SamplingParams, rng: &mut StdRng) -> (u32, f32) {
     let temperature = if p.temperature > 0.0 { p.temperature } else { 1.0 };
-    let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
-    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + scaled.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let max = logits
+        .iter()
+        .map(|&l| l / temperature)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let sum = logits.iter().map(|&l| (l / temperature - max).exp()).sum::<f32>();
+    let lse = max + sum.ln();
     if p.temperature == 0.0 {
-        let best = argmax(&scaled);
-        return (best as u32, scaled[best] - lse);
+        let best = argmax(logits);
+        return (best as u32, logits[best] / temperature - lse);
     }
+    if p.top_k == 0 && p.top_p >= 1.0 {
+        // The whole distribution: one pass over the unnormalised weights, no sort, no copies.
+        let mut r = rng.random::<f32>() * sum;
+        let mut choice = None;
+        for (i, &l) in logits.iter().enumerate() {
+            let w = (l / temperature - max).exp();
+            if w > 0.0 {
+                choice = Some(i);
+                r -= w;
+                if r <= 0.0 {
+                    break;
+                }
+            }
+        }
+        let choice = choice.unwrap_or_else(|| argmax(logits));
+        return (choice as u32, logits[choice] / temperature - lse);
+    }
+    let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
     let probs: Vec<f32> = scaled.iter().map(|&l| (l - lse).exp()).collect();
     let kept = nucleus(&probs, p.top_k, p.top_p);
     let mass: f32 = kept.iter().map(|&i| probs[i]).sum();

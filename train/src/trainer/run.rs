@@ -106,7 +106,7 @@ fn pair_rows(ds: &Dataset, pairs: &[u64]) -> Result<Vec<TokensRow>, TrainError> 
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A step finished.
-    Step(StepMetrics),
+    Step(Box<StepMetrics>),
     /// An evaluation finished: step and mean loss per loss token.
     Eval(usize, f64),
     /// A checkpoint was written.
@@ -308,6 +308,19 @@ pub fn train<B: AutodiffBackend>(
     let started = Instant::now();
     let mut last_loss = f64::NAN;
     let mut last_checkpoint = checkpoint::list(&plan.run_dir)?.pop().map(|(_, p)| p);
+    if t.eval_on_start && state.step == 0 && !eval_rows.is_empty() {
+        let held_out = HeldOut {
+            rows: &eval_rows,
+            ds: ds.as_ref(),
+            dpo: dpo.as_ref(),
+            grpo: grpo.as_ref(),
+            localist: localist.as_ref(),
+            batch: t.micro_batch_size,
+        };
+        let (event, line) = held_out.evaluate(&model, 0)?;
+        write_line(&mut metrics, &metrics_path, &line)?;
+        on_event(&event);
+    }
     while state.step < t.max_steps {
         let step_start = Instant::now();
         let mut penalty_sum = 0.0;
@@ -445,34 +458,18 @@ pub fn train<B: AutodiffBackend>(
             &metrics_path,
             &serde_json::to_value(&m).expect("metrics serialize"),
         )?;
-        on_event(&Event::Step(m));
+        on_event(&Event::Step(Box::new(m)));
         // 5. Evaluate.
         if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
-            let (event, line) = match (&grpo, &dpo, &ds) {
-                (Some(flow), _, _) => {
-                    let (reward, line) = flow.evaluate(&model, &eval_rows, state.step)?;
-                    (Event::EvalReward(state.step, reward), line)
-                }
-                (None, Some(flow), Some(ds)) => {
-                    let (loss, m) = evaluate_dpo(&model, ds, &eval_rows, t.micro_batch_size, flow)?;
-                    let mut line = serde_json::json!({"step": state.step, "eval/loss": loss});
-                    if let (Some(obj), serde_json::Value::Object(extra)) = (
-                        line.as_object_mut(),
-                        serde_json::to_value(m).expect("metrics serialize"),
-                    ) {
-                        obj.extend(extra.into_iter().map(|(k, v)| (format!("eval/{k}"), v)));
-                    }
-                    (Event::Eval(state.step, loss), line)
-                }
-                (None, _, ds) => {
-                    let ds = ds.as_ref().expect("SFT reads a tokens dataset");
-                    let loss = evaluate(&model, ds, &eval_rows, t.micro_batch_size, localist.as_ref())?;
-                    (
-                        Event::Eval(state.step, loss),
-                        serde_json::json!({"step": state.step, "eval/loss": loss}),
-                    )
-                }
+            let held_out = HeldOut {
+                rows: &eval_rows,
+                ds: ds.as_ref(),
+                dpo: dpo.as_ref(),
+                grpo: grpo.as_ref(),
+                localist: localist.as_ref(),
+                batch: t.micro_batch_size,
             };
+            let (event, line) = held_out.evaluate(&model, state.step)?;
             write_line(&mut metrics, &metrics_path, &line)?;
             on_event(&event);
         }
@@ -493,6 +490,48 @@ pub fn train<B: AutodiffBackend>(
         last_loss,
         checkpoint,
     })
+}
+
+/// What the held-out evaluation needs: the held-out units and the method's state.
+struct HeldOut<'a, B: AutodiffBackend> {
+    rows: &'a [u64],
+    ds: Option<&'a Dataset>,
+    dpo: Option<&'a DpoFlow>,
+    grpo: Option<&'a super::grpo_step::GrpoFlow<B>>,
+    localist: Option<&'a LocalistRun>,
+    batch: usize,
+}
+
+impl<B: AutodiffBackend> HeldOut<'_, B> {
+    /// The held-out loss (SFT), loss and preference metrics (DPO) or greedy reward (GRPO) at
+    /// `step`: the event to report and the `metrics.jsonl` line.
+    fn evaluate(&self, model: &Decoder<B>, step: usize) -> Result<(Event, serde_json::Value), TrainError> {
+        Ok(match (self.grpo, self.dpo, self.ds) {
+            (Some(flow), _, _) => {
+                let (reward, line) = flow.evaluate(model, self.rows, step)?;
+                (Event::EvalReward(step, reward), line)
+            }
+            (None, Some(flow), Some(ds)) => {
+                let (loss, m) = evaluate_dpo(model, ds, self.rows, self.batch, flow)?;
+                let mut line = serde_json::json!({"step": step, "eval/loss": loss});
+                if let (Some(obj), serde_json::Value::Object(extra)) = (
+                    line.as_object_mut(),
+                    serde_json::to_value(m).expect("metrics serialize"),
+                ) {
+                    obj.extend(extra.into_iter().map(|(k, v)| (format!("eval/{k}"), v)));
+                }
+                (Event::Eval(step, loss), line)
+            }
+            (None, _, ds) => {
+                let ds = ds.expect("SFT reads a tokens dataset");
+                let loss = evaluate(model, ds, self.rows, self.batch, self.localist)?;
+                (
+                    Event::Eval(step, loss),
+                    serde_json::json!({"step": step, "eval/loss": loss}),
+                )
+            }
+        })
+    }
 }
 
 /// Adds a micro-batch's per-layer metrics to the window's, weighted by its share of targets.
