@@ -184,6 +184,8 @@ fn grpo_learns_a_graded_reward_and_resumes_exactly() {
     // Logged groups: 8 completions at steps 1, 11 and 21, advantages centred within the group.
     let logged = lines(&d.join("runs/a/completions.jsonl"));
     assert_eq!(logged.len(), 24);
+    let logged_steps: Vec<u64> = logged.iter().step_by(8).map(|g| g["step"].as_u64().unwrap()).collect();
+    assert_eq!(logged_steps, [1, 11, 21]);
     for group in logged.chunks(8) {
         assert!(
             group
@@ -212,13 +214,13 @@ fn grpo_learns_a_graded_reward_and_resumes_exactly() {
     }
     assert_eq!(lines(&d.join("runs/b/completions.jsonl")), logged);
 
-    // μ = 2 with a KL to the first run as reference (and as the start): the second iteration
+    // μ = 2 with a KL to the first run's step 20 (still learning) as reference and start: the second iteration
     // reuses the batch, with the sampler's log-probs as the old policy's; at the start the policy
     // is the reference, so the KL is 0.
     let model = RECIPE.split("[data]").next().unwrap();
     std::fs::write(
         d.join("kl.toml"),
-        RECIPE.replace(model, "[model]\ninit = \"runs/a\"\n\n"),
+        RECIPE.replace(model, "[model]\ninit = \"runs/a/step-000020\"\n\n"),
     )
     .unwrap();
     train(

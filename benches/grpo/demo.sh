@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Issue 10's CPU demonstration: GRPO raises a tiny SFT'd model's accuracy on 2-digit addition.
-# make_addition.py writes 2,000 worked examples and 2,000 fresh prompts; a 270-token byte-level
-# BPE (digits stay single tokens); recipes/sft-addition.toml teaches the answer format and some
-# addition; recipes/grpo-addition.toml then rewards exact sums (8 samples per prompt, 16 prompts
-# per step, no KL). eval/reward is the accuracy of greedy answers on 128 held-out prompts.
+# Issue 10's CPU demonstration: GRPO raises the share of right answers a tiny SFT'd model samples
+# on 2-digit addition. make_addition.py writes 2,000 worked examples and the same questions as
+# `prompts` rows; a 270-token byte-level BPE (digits stay single tokens); recipes/sft-addition.toml
+# teaches the answer format and memorises part of the sums; recipes/grpo-addition.toml then
+# rewards exact sums on 320 of the questions (8 samples per prompt, 16 prompts per step, no KL).
+# `reward` is the share of sampled answers that are right; eval/reward that of greedy answers on
+# the 64 questions GRPO holds out.
 # Run from the repository root; writes data/addition, checkpoints/sft-addition, checkpoints/grpo-addition.
 set -euo pipefail
 . scripts/env.sh

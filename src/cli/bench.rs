@@ -208,12 +208,14 @@ fn rollout<B: Backend>(a: &RolloutArgs, device: &B::Device) -> anyhow::Result<Ex
             tokens as f64 / secs
         );
     }
-    rates.sort_by(f64::total_cmp);
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let (lo, hi) = rates
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     println!(
-        "firebrand rollout {:?} on {}: median {:.0} tokens/s over {} runs (first call, compiling kernels: {warm:.2} s)",
+        "firebrand rollout {:?} on {}: mean {mean:.0} tokens/s over {} runs (min {lo:.0}, max {hi:.0}; first call, compiling kernels: {warm:.2} s)",
         a.dtype,
         a.device,
-        rates[rates.len() / 2],
         rates.len()
     );
     Ok(ExitCode::SUCCESS)

@@ -176,6 +176,18 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
     let scratch = dry_run.then(|| std::env::temp_dir().join(format!("firebrand-dry-run-{}", std::process::id())));
     let work_dir = scratch.as_deref().unwrap_or(&plan.run_dir);
     let tokens = data::tokens_path(&plan.recipe, work_dir);
+    if let Some(grpo) = plan.recipe.method.grpo() {
+        // The prompts are tokenized when they load; a query's result is written once per run.
+        data::prepare(&plan.recipe, work_dir, plan.resume, |_| {})?;
+        if dry_run {
+            let shown = print_grpo_plan(&plan, grpo, work_dir, overrides);
+            if let Some(dir) = &scratch {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return shown.map(|_| None);
+        }
+        return train_on(&plan, device).map(Some);
+    }
     if let Some(source) = plan.recipe.data.text_source() {
         let input = data::open_text(&source, work_dir)?;
         let pb = progress::bar(input.len()? as u64, "tokenizing", false);
@@ -199,16 +211,6 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
                 }
             );
         }
-    }
-    if let Some(grpo) = plan.recipe.method.grpo() {
-        if dry_run {
-            let shown = print_grpo_plan(&plan, grpo, work_dir, overrides);
-            if let Some(dir) = &scratch {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return shown.map(|_| None);
-        }
-        return train_on(&plan, device).map(Some);
     }
     let checked = Dataset::open_kind(&tokens, DatasetKind::Tokens)
         .map_err(anyhow::Error::from)
@@ -296,15 +298,16 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
                 ));
             }
         }
-        Event::Prompts { kept, too_long } => {
-            let line = format!(
-                "prompts: {kept} to sample from{}",
-                if *too_long > 0 {
-                    format!(", {too_long} left out (longer than data.max_len − method.max_completion_length)")
-                } else {
-                    String::new()
-                }
-            );
+        Event::Prompts { kept, too_long, empty } => {
+            let mut line = format!("prompts: {kept} to sample from");
+            if *too_long > 0 {
+                line.push_str(&format!(
+                    ", {too_long} left out (longer than data.max_len − method.max_completion_length)"
+                ));
+            }
+            if *empty > 0 {
+                line.push_str(&format!(", {empty} left out (no token)"));
+            }
             say(line)
         }
         Event::Checkpoint(dir) => say(format!("checkpoint {}", dir.display())),

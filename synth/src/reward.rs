@@ -346,6 +346,9 @@ impl RewardSpec {
                     if *max_chars == 0 {
                         return Err(at("max_chars must be at least 1".into()));
                     }
+                    if !scale.is_finite() {
+                        return Err(at(format!("scale must be a finite number, got {scale}")));
+                    }
                     (
                         *weight,
                         Box::new(LengthPenalty {
@@ -360,7 +363,7 @@ impl RewardSpec {
             }
             if parts.iter().any(|(_, r)| r.name() == reward.name()) {
                 return Err(at(format!(
-                    "a second reward named `{}`; give format rewards distinct names",
+                    "a second reward logging as `{}`: merge the two, or give format rewards distinct `name`s",
                     reward.name()
                 )));
             }

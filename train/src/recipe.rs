@@ -475,6 +475,12 @@ impl GrpoMethod {
         if self.num_iterations == 0 {
             return bad("method.num_iterations must be at least 1".into());
         }
+        if !t.max_steps.is_multiple_of(self.num_iterations) {
+            return bad(format!(
+                "train.max_steps ({}) must be a multiple of method.num_iterations ({}): the run would end inside a generation batch",
+                t.max_steps, self.num_iterations
+            ));
+        }
         if t.checkpoint_every > 0 && !t.checkpoint_every.is_multiple_of(self.num_iterations) {
             return bad(format!(
                 "train.checkpoint_every ({}) must be a multiple of method.num_iterations ({}): a checkpoint falls between generation batches",

@@ -62,7 +62,8 @@ pub fn prepare(
         return Ok(None);
     };
     if recipe.method.grpo().is_some() {
-        // GRPO tokenizes its prompts when it loads them; a query's result is kept for resumes.
+        // GRPO tokenizes its prompts when it loads them; a query's result is written when the
+        // run starts and kept for resumes.
         let input = text_path(recipe, run_dir).unwrap_or_default();
         match source {
             TextSource::Query(_) if !resume => {

@@ -243,9 +243,10 @@ pub struct GrpoStepMetrics {
     /// between the training forward and the sampler's KV-cached forward (should be ~1e-6 in f32).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampler_logp_diff: Option<f64>,
-    /// Seconds spent sampling this step (0 on later iterations).
+    /// Seconds spent sampling and scoring this step's generation batch (0 on later iterations).
     pub rollout_s: f64,
-    /// Seconds spent in forward, backward and the optimizer step.
+    /// The rest of the step: forward and backward (with the reference's forward when β > 0),
+    /// clipping and the optimizer step; MFU is computed over it.
     pub train_s: f64,
     /// Generated tokens per second of sampling.
     #[serde(skip_serializing_if = "Option::is_none")]

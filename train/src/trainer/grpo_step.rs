@@ -4,9 +4,12 @@
 //! back-propagated and accumulated. Held-out prompts are evaluated by greedy decoding.
 //!
 //! Settings follow TRL's `GRPOTrainer` (huggingface/trl `grpo_trainer.py`): the logits are divided
-//! by the sampling temperature when the policy and the reference score tokens; the old log-probs
-//! are only used when μ > 1 (with μ = 1 the ratio is exactly 1); no reference model is loaded when
-//! β = 0. Sampling seeds are a function of the run's seed and the generation batch's index, so a
+//! by the sampling temperature when the policy and the reference score tokens; with μ = 1 the old
+//! log-probs are the current ones detached (the ratio is exactly 1); with μ > 1 the first
+//! iteration's log-probs are kept, detached, as π_old for the later ones (so the first ratio is 1
+//! whatever the precision; the sampler's own log-probs only feed `sampler_logp_diff`); no
+//! reference model is loaded when β = 0. Sampling seeds are a hash of the run's seed and the
+//! generation batch's index, and `max_steps` and `checkpoint_every` are multiples of μ, so a
 //! resumed run samples what the uninterrupted one did.
 
 use std::path::PathBuf;
@@ -17,6 +20,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use firebrand_data::tokenizer::Tokenizer;
 use firebrand_synth::reward::{RewardSpec, Weighted};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 use super::grpo::{GrpoMetrics, GrpoOptions, GrpoStepMetrics, LossType, TokenTerms, grpo_loss};
 use super::rollout::{Prompts, Rollout, RolloutSpec, Sample, collate_samples, rollout};
@@ -38,7 +43,8 @@ pub struct GrpoFlow<B: AutodiffBackend> {
     rewards: Weighted,
     reference: Option<Decoder<B::InnerBackend>>,
     current: Option<Rollout>,
-    next_log: usize,
+    /// π_old per micro-batch of the current generation batch (μ > 1), from its first iteration.
+    old_logp: Vec<Tensor<B::InnerBackend, 2>>,
     log: std::fs::File,
     log_path: PathBuf,
 }
@@ -102,7 +108,23 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
             template,
             max_len.saturating_sub(method.max_completion_length),
         )?;
-        let stop_token_ids = super::checkpoint::stop_token_ids(&plan.config, Some(template), &tokenizer);
+        let vocab = plan.config.vocab_size;
+        if let Some((i, bad)) = prompts
+            .ids
+            .iter()
+            .enumerate()
+            .find_map(|(i, ids)| ids.iter().find(|&&t| t as usize >= vocab).map(|t| (i, *t)))
+        {
+            return Err(TrainError::Config(format!(
+                "{}: prompt `{}` has token id {bad}, outside the model's vocabulary of {vocab}\n  hint: data.tokenizer must be the model's tokenizer",
+                path.display(),
+                prompts.rows[i].id
+            )));
+        }
+        let stop_token_ids: Vec<u32> = super::checkpoint::stop_token_ids(&plan.config, Some(template), &tokenizer)
+            .into_iter()
+            .filter(|&t| (t as usize) < vocab)
+            .collect();
         if stop_token_ids.is_empty() {
             return Err(TrainError::Config(format!(
                 "{}: the tokenizer has no end-of-turn token for template {}; completions could never stop",
@@ -117,7 +139,15 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
                 .clone()
                 .or_else(|| recipe.model.init.clone())
                 .ok_or_else(|| TrainError::Config("method.beta > 0 needs method.reference or model.init".into()))?;
-            Some(super::checkpoint::load_trained::<B::InnerBackend>(&dir, device)?.model)
+            let model = super::checkpoint::load_trained::<B::InnerBackend>(&dir, device)?.model;
+            if model.vocab_size() != vocab {
+                return Err(TrainError::Config(format!(
+                    "{}: the reference's vocabulary ({}) is not the policy's ({vocab})",
+                    dir.display(),
+                    model.vocab_size()
+                )));
+            }
+            Some(model)
         } else {
             None
         };
@@ -132,7 +162,7 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
             rewards,
             reference,
             current: None,
-            next_log: start_step,
+            old_logp: Vec::new(),
             log,
             log_path,
         })
@@ -165,7 +195,10 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
                 .into_iter()
                 .map(|i| i as usize)
                 .collect();
+            // A hash of (seed, batch): rows then xor their index in, so batch r's row i and batch
+            // i's row r do not share a stream.
             let round = (step / mu) as u64 + 1;
+            let seed = StdRng::seed_from_u64(t.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64();
             let spec = RolloutSpec {
                 tokenizer: &self.tokenizer,
                 sampling: SamplingParams {
@@ -175,19 +208,22 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
                     top_k: self.method.top_k,
                     stop: Vec::new(),
                     stop_token_ids: self.stop_token_ids.clone(),
-                    seed: t.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    seed,
                 },
                 group: self.method.num_generations,
                 scale: self.method.scale_rewards,
                 rewards: &self.rewards,
+                max_rows: usize::MAX,
             };
             let r = rollout(&model.valid(), &self.prompts, &idx, &spec)?;
             rollout_s = r.sampling_s + r.scoring_s;
-            if self.method.log_completions_every > 0 && step >= self.next_log {
-                self.next_log = step + self.method.log_completions_every;
+            // Logged when a multiple of log_completions_every falls among this batch's steps.
+            let every = self.method.log_completions_every;
+            if every > 0 && step.div_ceil(every) * every < step + mu {
                 logged = self.log_group(&r, step + 1)?;
             }
             self.current = Some(r);
+            self.old_logp.clear();
         }
         let r = self.current.as_ref().expect("a generation batch was sampled above");
         let temperature = f64::from(self.method.temperature);
@@ -204,7 +240,7 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
         let (mut loss_sum, mut tokens, mut seq_len) = (0.0, 0usize, 0usize);
         let (mut entropy_sum, mut diff_sum) = (0.0, 0.0);
         let mut metrics = GrpoMetrics::default();
-        for chunk in chunks {
+        for (c, chunk) in chunks.into_iter().enumerate() {
             let sb = collate_samples::<B>(&self.prompts, chunk, device)?;
             let b = &sb.batch;
             tokens += b.tokens;
@@ -232,9 +268,17 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
                     Some(Tensor::from_inner(lp))
                 }
             };
+            let old_logp = match (mu > 1, iteration) {
+                (false, _) => None,
+                (true, 0) => {
+                    self.old_logp.push(logp.clone().detach().inner());
+                    None
+                }
+                (true, _) => Some(Tensor::from_inner(self.old_logp[c].clone())),
+            };
             let terms = TokenTerms {
                 logp,
-                old_logp: (mu > 1).then(|| sb.sampler_logp.clone()),
+                old_logp,
                 ref_logp,
                 mask: b.weights.clone(),
                 advantages: sb.advantages.clone(),
@@ -292,8 +336,8 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
         Ok(group)
     }
 
-    /// Mean reward of greedy completions of the held-out prompts `rows` (one batch), and the
-    /// `metrics.jsonl` line with each reward's mean.
+    /// Mean reward of greedy completions of the held-out prompts `rows` (sampled `batch` at a
+    /// time), and the `metrics.jsonl` line with each reward's mean.
     ///
     /// # Errors
     /// When sampling fails.
@@ -301,6 +345,7 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
         &self,
         model: &Decoder<B>,
         rows: &[u64],
+        batch: usize,
         step: usize,
     ) -> Result<(f64, serde_json::Value), TrainError> {
         let idx: Vec<usize> = rows.iter().map(|&i| i as usize).collect();
@@ -315,6 +360,7 @@ impl<B: AutodiffBackend> GrpoFlow<B> {
             group: 1,
             scale: super::grpo::ScaleRewards::None,
             rewards: &self.rewards,
+            max_rows: batch,
         };
         let r = rollout(&model.valid(), &self.prompts, &idx, &spec)?;
         let m = r.metrics();

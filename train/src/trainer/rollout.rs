@@ -37,6 +37,8 @@ pub struct Prompts {
     pub ids: Vec<Vec<u32>>,
     /// Rows left out because their prompt leaves no room for a completion.
     pub too_long: usize,
+    /// Rows left out because their prompt renders to no token.
+    pub empty: usize,
 }
 
 impl Prompts {
@@ -51,7 +53,7 @@ impl Prompts {
         max_prompt_len: usize,
     ) -> Result<Prompts, TrainError> {
         let ds = Dataset::open_kind(path, DatasetKind::Prompts)?;
-        let (mut rows, mut ids, mut too_long) = (Vec::new(), Vec::new(), 0);
+        let (mut rows, mut ids, mut too_long, mut empty) = (Vec::new(), Vec::new(), 0, 0);
         for (i, row) in ds.rows::<PromptsRow>(4096)?.enumerate() {
             let row = row?;
             let text = template.generation_prompt(&row.prompt);
@@ -59,7 +61,11 @@ impl Prompts {
                 .encode(text.as_str(), false)
                 .map_err(|e| TrainError::Config(format!("{}: row {i}: tokenizing the prompt: {e}", path.display())))?;
             let tokens = encoded.get_ids().to_vec();
-            if tokens.is_empty() || tokens.len() > max_prompt_len {
+            if tokens.is_empty() {
+                empty += 1;
+                continue;
+            }
+            if tokens.len() > max_prompt_len {
                 too_long += 1;
                 continue;
             }
@@ -72,7 +78,12 @@ impl Prompts {
                 path.display()
             )));
         }
-        Ok(Prompts { rows, ids, too_long })
+        Ok(Prompts {
+            rows,
+            ids,
+            too_long,
+            empty,
+        })
     }
 
     /// Number of prompts.
@@ -132,6 +143,8 @@ pub struct RolloutSpec<'a> {
     pub scale: ScaleRewards,
     /// The rewards.
     pub rewards: &'a Weighted,
+    /// Most rows per sampler call (whole groups; the chunk index varies the seed).
+    pub max_rows: usize,
 }
 
 /// Samples `spec.group` completions for each prompt of `picks`, scores them and computes the
@@ -148,7 +161,15 @@ pub fn rollout<B: Backend>(
     let started = Instant::now();
     let order: Vec<usize> = picks.iter().flat_map(|&p| std::iter::repeat_n(p, spec.group)).collect();
     let ids: Vec<Vec<u32>> = order.iter().map(|&p| prompts.ids[p].clone()).collect();
-    let completions = generate(model, spec.tokenizer, &ids, &spec.sampling)?;
+    let per_call = (spec.max_rows / spec.group.max(1)).max(1) * spec.group.max(1);
+    let mut completions = Vec::with_capacity(ids.len());
+    for (i, chunk) in ids.chunks(per_call).enumerate() {
+        let sampling = SamplingParams {
+            seed: spec.sampling.seed.wrapping_add(i as u64),
+            ..spec.sampling.clone()
+        };
+        completions.extend(generate(model, spec.tokenizer, chunk, &sampling)?);
+    }
     let sampling_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let texts: Vec<(&PromptsRow, &str)> = order
@@ -186,9 +207,9 @@ pub fn rollout<B: Backend>(
 pub struct RolloutMetrics {
     /// Mean total reward over samples that have one.
     pub reward: f64,
-    /// Mean over groups of the reward's std within the group.
+    /// Mean over groups of the reward's (Bessel-corrected) std within the group.
     pub reward_std: f64,
-    /// Share of groups whose rewards are all equal (no learning signal).
+    /// Share of groups whose rewards are all equal, within 1e-6 (no learning signal).
     pub frac_reward_zero_std: f64,
     /// Share of samples no reward applied to.
     pub frac_reward_none: f64,
@@ -224,7 +245,7 @@ impl Rollout {
         let groups: Vec<f64> = self
             .samples
             .chunks(self.group.max(1))
-            .map(|g| population_std(&g.iter().filter_map(|s| s.reward).collect::<Vec<_>>()))
+            .map(|g| unbiased_std(&g.iter().filter_map(|s| s.reward).collect::<Vec<_>>()))
             .collect();
         let adv: Vec<f64> = self.samples.iter().map(|s| s.advantage).collect();
         let lengths: Vec<usize> = self.samples.iter().map(|s| s.completion.tokens.len()).collect();
@@ -236,7 +257,7 @@ impl Rollout {
         RolloutMetrics {
             reward,
             reward_std: groups.iter().sum::<f64>() / groups.len().max(1) as f64,
-            frac_reward_zero_std: groups.iter().filter(|&&s| s == 0.0).count() as f64 / groups.len().max(1) as f64,
+            frac_reward_zero_std: groups.iter().filter(|&&s| s < 1e-6).count() as f64 / groups.len().max(1) as f64,
             frac_reward_none: (self.samples.len() - given.len()) as f64 / n,
             per_reward,
             advantage_std: population_std(&adv),
@@ -260,6 +281,13 @@ fn population_std(v: &[f64]) -> f64 {
     }
     let mean = v.iter().sum::<f64>() / v.len() as f64;
     (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+fn unbiased_std(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    population_std(v) * (v.len() as f64 / (v.len() - 1) as f64).sqrt()
 }
 
 /// A micro-batch of samples on the device: the rows (prompt then completion, the completion's

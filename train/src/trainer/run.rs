@@ -117,12 +117,14 @@ pub enum Event {
     EvalReward(usize, f64),
     /// GRPO logged a group of completions.
     Completions(Vec<super::grpo_step::LoggedSample>),
-    /// GRPO's prompts are loaded: how many, and how many were too long.
+    /// GRPO's prompts are loaded: how many, and how many were left out.
     Prompts {
         /// Prompts to sample from.
         kept: usize,
         /// Left out: longer than data.max_len − method.max_completion_length.
         too_long: usize,
+        /// Left out: no token.
+        empty: usize,
     },
 }
 
@@ -215,6 +217,7 @@ pub fn train<B: AutodiffBackend>(
             on_event(&Event::Prompts {
                 kept: flow.prompts.len(),
                 too_long: flow.prompts.too_long,
+                empty: flow.prompts.empty,
             });
             Some(flow)
         }
@@ -232,9 +235,13 @@ pub fn train<B: AutodiffBackend>(
     };
     let (eval_rows, train_rows) = split(n, plan.recipe.data.eval_rows, t.seed);
     if train_rows.is_empty() {
+        let source = match &grpo {
+            Some(_) => super::data::text_path(&plan.recipe, &plan.run_dir).unwrap_or(tokens),
+            None => tokens,
+        };
         return Err(TrainError::Config(format!(
             "{}: no rows to train on ({n} rows, {} held out by data.eval_rows)",
-            tokens.display(),
+            source.display(),
             eval_rows.len()
         )));
     }
@@ -308,16 +315,21 @@ pub fn train<B: AutodiffBackend>(
     let started = Instant::now();
     let mut last_loss = f64::NAN;
     let mut last_checkpoint = checkpoint::list(&plan.run_dir)?.pop().map(|(_, p)| p);
-    if t.eval_on_start && state.step == 0 && !eval_rows.is_empty() {
-        let held_out = HeldOut {
+    // The held-out evaluation of the model at a step (GRPO's state is lent per call: the loop
+    // mutates it between evaluations).
+    let evaluate_at = |model: &Decoder<B>, step: usize, grpo: Option<&super::grpo_step::GrpoFlow<B>>| {
+        HeldOut {
             rows: &eval_rows,
             ds: ds.as_ref(),
             dpo: dpo.as_ref(),
-            grpo: grpo.as_ref(),
+            grpo,
             localist: localist.as_ref(),
             batch: t.micro_batch_size,
-        };
-        let (event, line) = held_out.evaluate(&model, 0)?;
+        }
+        .evaluate(model, step)
+    };
+    if t.eval_on_start && state.step == 0 && !eval_rows.is_empty() {
+        let (event, line) = evaluate_at(&model, 0, grpo.as_ref())?;
         write_line(&mut metrics, &metrics_path, &line)?;
         on_event(&event);
     }
@@ -434,6 +446,8 @@ pub fn train<B: AutodiffBackend>(
         // 4. Log.
         let seconds = step_start.elapsed().as_secs_f64();
         let flops = flops_per_token(&plan.config, seq_len) * tokens as f64;
+        // GRPO's MFU counts the training part of the step only (sampling is not 6N per token).
+        let compute_s = (seconds - grpo_metrics.as_ref().map_or(0.0, |g| g.rollout_s)).max(1e-9);
         let m = StepMetrics {
             step: state.step,
             loss,
@@ -442,14 +456,14 @@ pub fn train<B: AutodiffBackend>(
             tokens,
             loss_tokens: window_count,
             tokens_per_s: tokens as f64 / seconds,
-            mfu: peak_flops.map(|p| flops / seconds / p),
+            mfu: peak_flops.map(|p| flops / compute_s / p),
             elapsed_s: started.elapsed().as_secs_f64(),
             localist_penalty: localist.as_ref().map(|_| penalty_sum / window_count as f64),
             attention,
             dpo: dpo.as_ref().map(|_| dpo_metrics),
             grpo: grpo_metrics.map(|mut g| {
-                g.train_s = (seconds - g.rollout_s).max(0.0);
-                g.train_tokens_per_s = tokens as f64 / g.train_s.max(1e-9);
+                g.train_s = compute_s;
+                g.train_tokens_per_s = tokens as f64 / compute_s;
                 g
             }),
         };
@@ -461,15 +475,7 @@ pub fn train<B: AutodiffBackend>(
         on_event(&Event::Step(Box::new(m)));
         // 5. Evaluate.
         if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
-            let held_out = HeldOut {
-                rows: &eval_rows,
-                ds: ds.as_ref(),
-                dpo: dpo.as_ref(),
-                grpo: grpo.as_ref(),
-                localist: localist.as_ref(),
-                batch: t.micro_batch_size,
-            };
-            let (event, line) = held_out.evaluate(&model, state.step)?;
+            let (event, line) = evaluate_at(&model, state.step, grpo.as_ref())?;
             write_line(&mut metrics, &metrics_path, &line)?;
             on_event(&event);
         }
@@ -508,7 +514,7 @@ impl<B: AutodiffBackend> HeldOut<'_, B> {
     fn evaluate(&self, model: &Decoder<B>, step: usize) -> Result<(Event, serde_json::Value), TrainError> {
         Ok(match (self.grpo, self.dpo, self.ds) {
             (Some(flow), _, _) => {
-                let (reward, line) = flow.evaluate(model, self.rows, step)?;
+                let (reward, line) = flow.evaluate(model, self.rows, self.batch, step)?;
                 (Event::EvalReward(step, reward), line)
             }
             (None, Some(flow), Some(ds)) => {
