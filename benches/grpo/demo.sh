@@ -25,7 +25,7 @@ rows = [json.loads(l) for l in open("checkpoints/grpo-addition/metrics.jsonl")]
 steps = [r for r in rows if "loss" in r]
 evals = [r for r in rows if "eval/reward" in r]
 for r in evals:
-    print(f"step {r['step']:>4}  eval/reward (greedy accuracy, 128 held-out prompts) {r['eval/reward']:.3f}")
+    print(f"step {r['step']:>4}  eval/reward (greedy accuracy, 64 held-out questions) {r['eval/reward']:.3f}")
 def window(a, b):
     w = [s for s in steps if a <= s["step"] <= b]
     return sum(s["reward"] for s in w) / len(w)
