@@ -1132,6 +1132,13 @@ weight = 0.5
         )
         .unwrap();
         demo.check().unwrap();
+        let warm_up = Recipe::parse(
+            include_str!("../../recipes/sft-addition.toml"),
+            "sft-addition.toml",
+            &[],
+        )
+        .unwrap();
+        warm_up.check().unwrap();
     }
 
     #[test]
