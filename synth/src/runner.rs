@@ -138,11 +138,60 @@ pub fn run_job_batched<I, R, W>(
     opts: JobOptions,
     row_id: fn(&R) -> &str,
     work: W,
-    mut progress: impl FnMut(&JobReport),
+    progress: impl FnMut(&JobReport),
 ) -> firebrand_data::Result<JobReport>
 where
     R: Record,
     W: Fn(Vec<(String, I)>) -> Vec<Outcome<R>>,
+{
+    let work = |chunk| {
+        work(chunk)
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Keep(r) => Ok(vec![r]),
+                Outcome::Drop(reason) => Err(reason),
+            })
+            .collect()
+    };
+    write_job(inputs, out, opts, row_id, work, progress)
+}
+
+/// As [`run_job`], for a synthesizer that makes several rows of one input (LintSeq's trajectories):
+/// `work` returns the input's rows, or the reason it is dropped. `row_id` gives the input id of a
+/// row, so `--resume` skips inputs whose rows are in the output.
+///
+/// # Errors
+/// As [`run_job`].
+pub fn run_job_many<I, R, W>(
+    inputs: impl Iterator<Item = firebrand_data::Result<(String, I)>>,
+    out: &Path,
+    opts: JobOptions,
+    row_id: fn(&R) -> &str,
+    work: W,
+    progress: impl FnMut(&JobReport),
+) -> firebrand_data::Result<JobReport>
+where
+    I: Send,
+    R: Record + Send,
+    W: Fn(&str, I) -> Result<Vec<R>, String> + Sync,
+{
+    let work = |chunk: Vec<(String, I)>| chunk.into_par_iter().map(|(id, input)| work(&id, input)).collect();
+    write_job(inputs, out, opts, row_id, work, progress)
+}
+
+/// The loop every job runs: read a chunk, skip what is done, `work` it (one result per input),
+/// write and commit the rows, count the drops.
+fn write_job<I, R, W>(
+    inputs: impl Iterator<Item = firebrand_data::Result<(String, I)>>,
+    out: &Path,
+    opts: JobOptions,
+    row_id: fn(&R) -> &str,
+    work: W,
+    mut progress: impl FnMut(&JobReport),
+) -> firebrand_data::Result<JobReport>
+where
+    R: Record,
+    W: Fn(Vec<(String, I)>) -> Vec<Result<Vec<R>, String>>,
 {
     let mut done: HashSet<String> = HashSet::new();
     if opts.resume && out.exists() {
@@ -181,8 +230,8 @@ where
         let mut rows = Vec::new();
         for o in outcomes {
             match o {
-                Outcome::Keep(r) => rows.push(r),
-                Outcome::Drop(reason) => *report.dropped.entry(reason).or_default() += 1,
+                Ok(rs) => rows.extend(rs),
+                Err(reason) => *report.dropped.entry(reason).or_default() += 1,
             }
         }
         report.written += rows.len();
