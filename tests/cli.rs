@@ -44,18 +44,6 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
-fn subcommands_not_landed_say_so_and_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = firebrand(dir.path(), &["synth", "lintseq", "src/"]);
-    assert_eq!(o.status.code(), Some(2));
-    let (_, err) = text(&o);
-    assert!(
-        err.contains("firebrand synth lintseq: not available in this build yet") && err.contains("issue 4"),
-        "{err}"
-    );
-}
-
-#[test]
 fn a_bad_import_prints_file_line_field_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -3,6 +3,7 @@
 mod cli;
 mod dpo;
 mod grpo;
+mod lintseq;
 mod mig;
 mod prefs;
 mod train;

@@ -6,6 +6,7 @@ mod data;
 mod eval;
 mod export;
 mod generate;
+mod lintseq;
 mod local_model;
 mod mig;
 mod plot;
@@ -37,7 +38,7 @@ enum Command {
     /// Train or inspect tokenizers.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
-    /// Synthesize datasets: multiverse (validate, convert), vifrag, mig, prefs; lintseq lands later.
+    /// Synthesize datasets: lintseq, multiverse (validate, convert), vifrag, mig, prefs.
     #[command(subcommand)]
     Synth(synth::SynthCommand),
     /// Embed labels (or lines) with a sentence-transformers model into a vector table:

@@ -1,4 +1,5 @@
-//! `firebrand synth ...`: the synthesizers: `multiverse validate|convert`, `vifrag`, `mig`, `prefs`.
+//! `firebrand synth ...`: the synthesizers: `lintseq`, `multiverse validate|convert`, `vifrag`, `mig`,
+//! `prefs`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,9 +34,9 @@ pub enum SynthCommand {
     /// Preference pairs from a `prompts` dataset: answers sampled with golden, partial and noisy
     /// passages (PA-RAG), paired per perspective (informativeness, robustness, instruction).
     Prefs(super::prefs::PrefsArgs),
-    /// Synthesizers of other issues (lintseq): not landed yet.
-    #[command(external_subcommand)]
-    Other(Vec<String>),
+    /// LintSeq: programs (a folder, instruction + response JSONL, or a chat/completion dataset)
+    /// → insertion-only edit sequences whose every intermediate program passes the checker.
+    Lintseq(super::lintseq::LintseqArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,11 +100,7 @@ pub fn run(cmd: SynthCommand) -> anyhow::Result<ExitCode> {
         SynthCommand::Vifrag(a) => super::vifrag::run(&a),
         SynthCommand::Mig(a) => super::mig::run(a).map(|()| ExitCode::SUCCESS),
         SynthCommand::Prefs(a) => super::prefs::run(&a),
-        SynthCommand::Other(args) => {
-            let name = args.first().map(String::as_str).unwrap_or("");
-            eprintln!("firebrand synth {name}: not available in this build yet: lintseq lands with issue 4.");
-            Ok(ExitCode::from(2))
-        }
+        SynthCommand::Lintseq(a) => super::lintseq::run(&a),
     }
 }
 

@@ -246,7 +246,10 @@ mod tests {
     fn separate_runs_get_separate_hunks() {
         let lines = ["a", "b", "c", "d", "e"];
         let edits = forward_edits(&lines, &[vec![1, 3], vec![0, 2, 4]]);
-        assert_eq!(edits, vec!["@@ -0,0 +1,3 @@\n+a\n+c\n+e", "@@ -1,0 +2 @@\n+b\n@@ -2,0 +4 @@\n+d"]);
+        assert_eq!(
+            edits,
+            vec!["@@ -0,0 +1,3 @@\n+a\n+c\n+e", "@@ -1,0 +2 @@\n+b\n@@ -2,0 +4 @@\n+d"]
+        );
         assert_eq!(replay(&edits).unwrap(), "a\nb\nc\nd\ne");
     }
 
@@ -263,10 +266,22 @@ mod tests {
 
     #[test]
     fn replay_refuses_what_is_not_an_insertion() {
-        assert!(matches!(replay(&["@@ -0,0 +1 @@\n-x"]), Err(ReplayError::Mismatch { .. })));
-        assert!(matches!(replay(&["@@ -1,1 +1 @@\n+x"]), Err(ReplayError::Malformed { .. })));
-        assert!(matches!(replay(&["@@ -0,0 +3 @@\n+x"]), Err(ReplayError::Mismatch { .. })));
-        assert!(matches!(replay(&["@@ -0,0 +1,2 @@\n+x"]), Err(ReplayError::Mismatch { .. })));
+        assert!(matches!(
+            replay(&["@@ -0,0 +1 @@\n-x"]),
+            Err(ReplayError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            replay(&["@@ -1,1 +1 @@\n+x"]),
+            Err(ReplayError::Malformed { .. })
+        ));
+        assert!(matches!(
+            replay(&["@@ -0,0 +3 @@\n+x"]),
+            Err(ReplayError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            replay(&["@@ -0,0 +1,2 @@\n+x"]),
+            Err(ReplayError::Mismatch { .. })
+        ));
         assert!(matches!(replay(&["hello"]), Err(ReplayError::Malformed { .. })));
     }
 
@@ -274,7 +289,10 @@ mod tests {
     fn training_text_round_trips() {
         let edits = vec!["@@ -0,0 +1 @@\n+a", "@@ -1,0 +2 @@\n+b"];
         let text = training_text(&edits);
-        assert_eq!(text, "\n<|diff|>@@ -0,0 +1 @@\n+a\n<|diff|>@@ -1,0 +2 @@\n+b\n<|diff|>\n<|diff|>");
+        assert_eq!(
+            text,
+            "\n<|diff|>@@ -0,0 +1 @@\n+a\n<|diff|>@@ -1,0 +2 @@\n+b\n<|diff|>\n<|diff|>"
+        );
         assert_eq!(split_edits(&text), edits);
     }
 }

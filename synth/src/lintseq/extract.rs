@@ -23,7 +23,11 @@ pub fn code_of(response: &str, lang: &dyn Language) -> String {
         }
         rest = &body[close + 3..];
     }
-    let code = if blocks.is_empty() { response.to_string() } else { blocks.join("\n") };
+    let code = if blocks.is_empty() {
+        response.to_string()
+    } else {
+        blocks.join("\n")
+    };
     let code = code.trim_end();
     let start = code
         .split('\n')
@@ -47,6 +51,9 @@ mod tests {
     #[test]
     fn a_response_without_blocks_is_taken_whole() {
         assert_eq!(code_of("x = 1\n\n", &Python), "x = 1");
-        assert_eq!(code_of("```rust\nfn main() {}\n```", &Python), "```rust\nfn main() {}\n```");
+        assert_eq!(
+            code_of("```rust\nfn main() {}\n```", &Python),
+            "```rust\nfn main() {}\n```"
+        );
     }
 }

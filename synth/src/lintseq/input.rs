@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use firebrand_data::{ChatRow, CompletionRow, DataError, Dataset, DatasetKind, Role};
 
+use super::Program;
 use super::extract::code_of;
 use super::lang::{self, Language};
-use super::Program;
 
 /// An input: its id and the program, or why it is not one.
 pub type Item = (String, Result<Program, String>);
@@ -55,7 +55,11 @@ pub struct Source {
 ///
 /// # Errors
 /// When the path does not exist, a folder cannot be listed, or a dataset is of another kind.
-pub fn open(path: &Path, language: Option<&'static dyn Language>, fields: &JsonlFields) -> firebrand_data::Result<Source> {
+pub fn open(
+    path: &Path,
+    language: Option<&'static dyn Language>,
+    fields: &JsonlFields,
+) -> firebrand_data::Result<Source> {
     if path.is_dir() && path.extension().is_none_or(|e| e != "lance") {
         return folder(path, language);
     }
@@ -185,7 +189,11 @@ fn dataset(path: &Path, lang: &'static dyn Language) -> firebrand_data::Result<S
     let items: Box<dyn Iterator<Item = firebrand_data::Result<Item>>> = match ds.kind() {
         DatasetKind::Chat => Box::new(ds.rows::<ChatRow>(1024)?.map(move |r| {
             let r = r?;
-            let user = r.messages.iter().find(|m| m.role == Role::User).map(|m| m.content.clone());
+            let user = r
+                .messages
+                .iter()
+                .find(|m| m.role == Role::User)
+                .map(|m| m.content.clone());
             let answer = r.messages.iter().rev().find(|m| m.role == Role::Assistant);
             Ok(match answer {
                 Some(a) => make(r.id, user.unwrap_or_default(), &a.content),

@@ -130,11 +130,45 @@ pub fn synthesize(
     Ok(out)
 }
 
+/// What the checker flags in `code` as it stands (what a program's first edit would delete).
+pub fn lint(code: &str, lang: &dyn Language) -> Vec<lang::Flag> {
+    let tree = lang::Parser::new(lang).parse(code);
+    lang.check(code, &tree, &lang.context(code))
+}
+
+/// Checks an edit sequence of `program`: every edit is an insertion that fits (see [`replay`]),
+/// the edits rebuild the program (blank lines trimmed at both ends), and every program before the
+/// last passes the checker. Returns what is wrong, with the edit it happened at.
+///
+/// # Errors
+/// A message naming the first edit that breaks a property.
+pub fn verify<S: AsRef<str>>(program: &str, lang: &dyn Language, edits: &[S]) -> Result<(), String> {
+    let ctx = lang.context(program);
+    let mut parser = lang::Parser::new(lang);
+    for k in 1..edits.len() {
+        let state = replay(&edits[..k]).map_err(|e| e.to_string())?;
+        let tree = parser.parse(&state);
+        if let Some(f) = lang.check(&state, &tree, &ctx).first() {
+            let line = state.split('\n').nth(f.row).unwrap_or("").trim();
+            return Err(format!("after edit {k}: line {}: {} ({line:?})", f.row + 1, f.rule));
+        }
+    }
+    let rebuilt = replay(edits).map_err(|e| e.to_string())?;
+    if rebuilt != trimmed(program) {
+        return Err("the edits do not rebuild the program".to_string());
+    }
+    Ok(())
+}
+
 /// The `labels` of a program: `language:NAME` and `construct:NAME` for each construct it uses.
 pub fn labels(code: &str, lang: &dyn Language) -> Vec<String> {
     let tree = lang::Parser::new(lang).parse(code);
     std::iter::once(format!("language:{}", lang.name()))
-        .chain(lang.constructs(code, &tree).into_iter().map(|c| format!("construct:{c}")))
+        .chain(
+            lang.constructs(code, &tree)
+                .into_iter()
+                .map(|c| format!("construct:{c}")),
+        )
         .collect()
 }
 
@@ -198,8 +232,16 @@ mod tests {
         assert_eq!(a.len(), 5);
         for s in &a {
             assert_eq!(replay(&s.edits).unwrap(), trimmed(PROGRAM));
+            assert_eq!(verify(PROGRAM, &Python, &s.edits), Ok(()));
             assert!(s.edits.len() >= 2);
         }
+        // verify catches an edit sequence whose intermediate program does not pass.
+        let bad = ["@@ -0,0 +1 @@\n+print(x)", "@@ -0,0 +1 @@\n+x = 1"];
+        assert!(
+            verify("x = 1\nprint(x)", &Python, &bad)
+                .unwrap_err()
+                .contains("after edit 1")
+        );
         let other = synthesize("p2", PROGRAM, &Python, &opts).expect("samples");
         let seeds_differ = (0..5).any(|k| other[k].edits != a[k].edits);
         assert!(seeds_differ, "program ids feed the seed");
@@ -217,13 +259,22 @@ mod tests {
             Err(Rejection::CommentOnly)
         );
         let small = LintseqOptions { max_lines: 3, ..opts };
-        assert_eq!(synthesize("x", "a = 1\nb = 2\nc = 3\nd = 4\n", &Python, &small), Err(Rejection::TooLarge(5)));
+        assert_eq!(
+            synthesize("x", "a = 1\nb = 2\nc = 3\nd = 4\n", &Python, &small),
+            Err(Rejection::TooLarge(5))
+        );
     }
 
     #[test]
     fn labels_name_language_and_constructs() {
         let l = labels(PROGRAM, &Python);
-        for want in ["language:python", "construct:class", "construct:function", "construct:comprehension", "construct:import"] {
+        for want in [
+            "language:python",
+            "construct:class",
+            "construct:function",
+            "construct:comprehension",
+            "construct:import",
+        ] {
             assert!(l.contains(&want.to_string()), "{want} missing from {l:?}");
         }
         assert!(!l.contains(&"construct:loop".to_string()));

@@ -301,7 +301,16 @@ mod tests {
 
     #[test]
     fn global_caps_literals_are_not_candidates() {
-        let text = ["NAMES = [", "    'a',", "    'b',", "]", "x = 1", "lower = [", "    1,", "]"];
+        let text = [
+            "NAMES = [",
+            "    'a',",
+            "    'b',",
+            "]",
+            "x = 1",
+            "lower = [",
+            "    1,",
+            "]",
+        ];
         assert_eq!(
             candidates(&text, &["#"]),
             vec![true, false, false, false, true, true, true, true]
@@ -322,7 +331,10 @@ mod tests {
                     seen[i] += 1;
                     deleted[i] = true;
                 }
-                assert!(checker.flagged(&lines, &deleted).is_empty(), "seed {seed}: unclean state");
+                assert!(
+                    checker.flagged(&lines, &deleted).is_empty(),
+                    "seed {seed}: unclean state"
+                );
             }
             // Blank lines are never sampled but go with their block; the rest are candidates.
             for (i, line) in lines.text.iter().enumerate() {

@@ -77,10 +77,50 @@ impl Language for Go {
 }
 
 const UNIVERSE: &[&str] = &[
-    "bool", "byte", "complex64", "complex128", "error", "float32", "float64", "int", "int8", "int16", "int32",
-    "int64", "rune", "string", "uint", "uint8", "uint16", "uint32", "uint64", "uintptr", "any", "comparable",
-    "true", "false", "iota", "nil", "append", "cap", "clear", "close", "complex", "copy", "delete", "imag", "len",
-    "make", "max", "min", "new", "panic", "print", "println", "real", "recover",
+    "bool",
+    "byte",
+    "complex64",
+    "complex128",
+    "error",
+    "float32",
+    "float64",
+    "int",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "rune",
+    "string",
+    "uint",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "uintptr",
+    "any",
+    "comparable",
+    "true",
+    "false",
+    "iota",
+    "nil",
+    "append",
+    "cap",
+    "clear",
+    "close",
+    "complex",
+    "copy",
+    "delete",
+    "imag",
+    "len",
+    "make",
+    "max",
+    "min",
+    "new",
+    "panic",
+    "print",
+    "println",
+    "real",
+    "recover",
 ];
 
 /// A declaration in a block scope.
@@ -286,7 +326,9 @@ impl<'s> GoChecker<'s> {
                 let mut cursor = n.walk();
                 let children: Vec<Node> = n.named_children(&mut cursor).collect();
                 for (i, c) in children.into_iter().enumerate() {
-                    let bare_key = i == 0 && c.named_child(0).is_some_and(|k| k.kind() == "identifier") && c.named_child_count() == 1;
+                    let bare_key = i == 0
+                        && c.named_child(0).is_some_and(|k| k.kind() == "identifier")
+                        && c.named_child_count() == 1;
                     if !bare_key {
                         self.walk(c);
                     }
@@ -387,8 +429,15 @@ impl<'s> GoChecker<'s> {
                     }
                 }
             }
-            "for_statement" | "if_statement" | "expression_switch_statement" | "type_switch_statement"
-            | "select_statement" | "communication_case" | "expression_case" | "type_case" | "default_case" => {
+            "for_statement"
+            | "if_statement"
+            | "expression_switch_statement"
+            | "type_switch_statement"
+            | "select_statement"
+            | "communication_case"
+            | "expression_case"
+            | "type_case"
+            | "default_case" => {
                 self.push();
                 if n.kind() == "type_switch_statement"
                     && let Some(alias) = n.child_by_field_name("alias")
@@ -400,7 +449,10 @@ impl<'s> GoChecker<'s> {
                         self.declare(name, false);
                     }
                     let mut cursor = n.walk();
-                    let rest: Vec<Node> = n.named_children(&mut cursor).filter(|c| c.kind() == "type_case" || c.kind() == "default_case").collect();
+                    let rest: Vec<Node> = n
+                        .named_children(&mut cursor)
+                        .filter(|c| c.kind() == "type_case" || c.kind() == "default_case")
+                        .collect();
                     for c in rest {
                         self.walk(c);
                     }
@@ -499,8 +551,11 @@ mod tests {
 
     fn flags(src: &str) -> Vec<(usize, &'static str)> {
         let tree = Parser::new(&Go).parse(src);
-        let mut v: Vec<(usize, &'static str)> =
-            Go.check(src, &tree, &Context::default()).into_iter().map(|f| (f.row + 1, f.rule)).collect();
+        let mut v: Vec<(usize, &'static str)> = Go
+            .check(src, &tree, &Context::default())
+            .into_iter()
+            .map(|f| (f.row + 1, f.rule))
+            .collect();
         v.sort();
         v
     }
@@ -557,7 +612,10 @@ loop:
 
     #[test]
     fn syntax_errors_report_their_row() {
-        assert_eq!(flags("package main\n\nfunc main() {\n\tx := (1\n}\n"), vec![(4, "syntax")]);
+        assert_eq!(
+            flags("package main\n\nfunc main() {\n\tx := (1\n}\n"),
+            vec![(4, "syntax")]
+        );
     }
 
     #[test]

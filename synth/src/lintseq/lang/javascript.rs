@@ -92,26 +92,142 @@ impl Language for JavaScript {
 /// ECMAScript, browser and Node globals (ESLint's `es2024`, `browser` and `node`, the common part).
 const GLOBALS: &[&str] = &[
     // ECMAScript
-    "Array", "ArrayBuffer", "AggregateError", "Atomics", "BigInt", "BigInt64Array", "BigUint64Array", "Boolean",
-    "DataView", "Date", "Error", "EvalError", "FinalizationRegistry", "Float32Array", "Float64Array", "Function",
-    "Infinity", "Int16Array", "Int32Array", "Int8Array", "Intl", "JSON", "Map", "Math", "NaN", "Number", "Object",
-    "Promise", "Proxy", "RangeError", "ReferenceError", "Reflect", "RegExp", "Set", "SharedArrayBuffer", "String",
-    "Symbol", "SyntaxError", "TypeError", "URIError", "Uint16Array", "Uint32Array", "Uint8Array",
-    "Uint8ClampedArray", "WeakMap", "WeakRef", "WeakSet", "decodeURI", "decodeURIComponent", "encodeURI",
-    "encodeURIComponent", "escape", "eval", "globalThis", "isFinite", "isNaN", "parseFloat", "parseInt",
-    "undefined", "unescape",
+    "Array",
+    "ArrayBuffer",
+    "AggregateError",
+    "Atomics",
+    "BigInt",
+    "BigInt64Array",
+    "BigUint64Array",
+    "Boolean",
+    "DataView",
+    "Date",
+    "Error",
+    "EvalError",
+    "FinalizationRegistry",
+    "Float32Array",
+    "Float64Array",
+    "Function",
+    "Infinity",
+    "Int16Array",
+    "Int32Array",
+    "Int8Array",
+    "Intl",
+    "JSON",
+    "Map",
+    "Math",
+    "NaN",
+    "Number",
+    "Object",
+    "Promise",
+    "Proxy",
+    "RangeError",
+    "ReferenceError",
+    "Reflect",
+    "RegExp",
+    "Set",
+    "SharedArrayBuffer",
+    "String",
+    "Symbol",
+    "SyntaxError",
+    "TypeError",
+    "URIError",
+    "Uint16Array",
+    "Uint32Array",
+    "Uint8Array",
+    "Uint8ClampedArray",
+    "WeakMap",
+    "WeakRef",
+    "WeakSet",
+    "decodeURI",
+    "decodeURIComponent",
+    "encodeURI",
+    "encodeURIComponent",
+    "escape",
+    "eval",
+    "globalThis",
+    "isFinite",
+    "isNaN",
+    "parseFloat",
+    "parseInt",
+    "undefined",
+    "unescape",
     // Browser
-    "window", "document", "navigator", "location", "history", "localStorage", "sessionStorage", "console",
-    "alert", "confirm", "prompt", "fetch", "Request", "Response", "Headers", "FormData", "URL", "URLSearchParams",
-    "Blob", "File", "FileReader", "Event", "CustomEvent", "EventTarget", "KeyboardEvent", "MouseEvent",
-    "HTMLElement", "Element", "Node", "NodeList", "XMLHttpRequest", "WebSocket", "Worker", "performance",
-    "requestAnimationFrame", "cancelAnimationFrame", "setTimeout", "clearTimeout", "setInterval",
-    "clearInterval", "queueMicrotask", "structuredClone", "atob", "btoa", "crypto", "Image", "Audio",
-    "AbortController", "AbortSignal", "TextEncoder", "TextDecoder", "MutationObserver", "IntersectionObserver",
-    "ResizeObserver", "getComputedStyle", "matchMedia", "self", "screen", "indexedDB", "caches",
-    "customElements", "DOMParser", "Notification", "ReadableStream", "WritableStream",
+    "window",
+    "document",
+    "navigator",
+    "location",
+    "history",
+    "localStorage",
+    "sessionStorage",
+    "console",
+    "alert",
+    "confirm",
+    "prompt",
+    "fetch",
+    "Request",
+    "Response",
+    "Headers",
+    "FormData",
+    "URL",
+    "URLSearchParams",
+    "Blob",
+    "File",
+    "FileReader",
+    "Event",
+    "CustomEvent",
+    "EventTarget",
+    "KeyboardEvent",
+    "MouseEvent",
+    "HTMLElement",
+    "Element",
+    "Node",
+    "NodeList",
+    "XMLHttpRequest",
+    "WebSocket",
+    "Worker",
+    "performance",
+    "requestAnimationFrame",
+    "cancelAnimationFrame",
+    "setTimeout",
+    "clearTimeout",
+    "setInterval",
+    "clearInterval",
+    "queueMicrotask",
+    "structuredClone",
+    "atob",
+    "btoa",
+    "crypto",
+    "Image",
+    "Audio",
+    "AbortController",
+    "AbortSignal",
+    "TextEncoder",
+    "TextDecoder",
+    "MutationObserver",
+    "IntersectionObserver",
+    "ResizeObserver",
+    "getComputedStyle",
+    "matchMedia",
+    "self",
+    "screen",
+    "indexedDB",
+    "caches",
+    "customElements",
+    "DOMParser",
+    "Notification",
+    "ReadableStream",
+    "WritableStream",
     // Node
-    "require", "module", "exports", "process", "Buffer", "__dirname", "__filename", "global", "setImmediate",
+    "require",
+    "module",
+    "exports",
+    "process",
+    "Buffer",
+    "__dirname",
+    "__filename",
+    "global",
+    "setImmediate",
     "clearImmediate",
 ];
 
@@ -182,7 +298,11 @@ impl<'s> Walker<'s> {
             "identifier" | "shorthand_property_identifier" => {
                 self.uses.push((self.text(n), scope, n.start_position().row));
             }
-            "property_identifier" | "private_property_identifier" | "statement_identifier" | "comment" | "this"
+            "property_identifier"
+            | "private_property_identifier"
+            | "statement_identifier"
+            | "comment"
+            | "this"
             | "super" => {}
             "member_expression" => self.field(n, "object", scope, fs),
             "pair" => {
@@ -195,7 +315,8 @@ impl<'s> Walker<'s> {
             }
             "unary_expression" => {
                 let typeof_name = n.child(0).is_some_and(|o| o.kind() == "typeof")
-                    && n.child_by_field_name("argument").is_some_and(|a| a.kind() == "identifier");
+                    && n.child_by_field_name("argument")
+                        .is_some_and(|a| a.kind() == "identifier");
                 if !typeof_name {
                     self.children(n, scope, fs);
                 }
@@ -225,7 +346,10 @@ impl<'s> Walker<'s> {
             "lexical_declaration" | "variable_declaration" => {
                 let target = if n.kind() == "variable_declaration" { fs } else { scope };
                 let mut cursor = n.walk();
-                let decls: Vec<Node> = n.named_children(&mut cursor).filter(|c| c.kind() == "variable_declarator").collect();
+                let decls: Vec<Node> = n
+                    .named_children(&mut cursor)
+                    .filter(|c| c.kind() == "variable_declarator")
+                    .collect();
                 for d in decls {
                     if let Some(name) = d.child_by_field_name("name") {
                         self.pattern(name, target, scope, fs);
@@ -253,7 +377,10 @@ impl<'s> Walker<'s> {
                     self.declare(name, scope);
                 }
                 let mut cursor = n.walk();
-                let heritage: Vec<Node> = n.named_children(&mut cursor).filter(|c| c.kind() == "class_heritage").collect();
+                let heritage: Vec<Node> = n
+                    .named_children(&mut cursor)
+                    .filter(|c| c.kind() == "class_heritage")
+                    .collect();
                 for h in heritage {
                     self.children(h, scope, fs);
                 }
@@ -293,7 +420,8 @@ impl<'s> Walker<'s> {
                 let mut cursor = n.walk();
                 let children: Vec<Node> = n.named_children(&mut cursor).collect();
                 for (i, c) in children.into_iter().enumerate() {
-                    let html_tag = i == 0 && c.kind() == "identifier" && self.text(c).starts_with(|ch: char| ch.is_lowercase());
+                    let html_tag =
+                        i == 0 && c.kind() == "identifier" && self.text(c).starts_with(|ch: char| ch.is_lowercase());
                     if i == 0 && n.kind() == "jsx_closing_element" || html_tag {
                         continue;
                     }
@@ -437,16 +565,25 @@ module.exports = { g, h, el, w };
 
     #[test]
     fn syntax_errors_report_their_row() {
-        assert_eq!(flags("const a = 1;\nfunction f( {\n  return a;\n}\n").first().map(|f| f.1), Some("syntax"));
+        assert_eq!(
+            flags("const a = 1;\nfunction f( {\n  return a;\n}\n")
+                .first()
+                .map(|f| f.1),
+            Some("syntax")
+        );
         assert_eq!(flags("if (x) {\n  y();\n"), vec![(1, "syntax")]);
     }
 
     #[test]
     fn undefined_names_follow_block_scoping() {
-        let src = "function f() {\n  if (true) {\n    let inner = 1;\n    var hoist = 2;\n  }\n  return inner + hoist;\n}\n";
+        let src =
+            "function f() {\n  if (true) {\n    let inner = 1;\n    var hoist = 2;\n  }\n  return inner + hoist;\n}\n";
         assert_eq!(flags(src), vec![(6, "undefined-name")]);
         assert_eq!(flags("const x = y + 1;\n"), vec![(1, "undefined-name")]);
-        assert_eq!(flags("try { a(); } catch (e) {}\nconsole.log(e);\n"), vec![(1, "undefined-name"), (2, "undefined-name")]);
+        assert_eq!(
+            flags("try { a(); } catch (e) {}\nconsole.log(e);\n"),
+            vec![(1, "undefined-name"), (2, "undefined-name")]
+        );
         // Deleting an import leaves its uses undefined.
         assert_eq!(flags("\nconsole.log(path.sep);\n"), vec![(2, "undefined-name")]);
     }

@@ -118,7 +118,10 @@ pub fn first_syntax_error(tree: &Tree) -> Option<usize> {
         let row = if node.is_error() {
             Some(error_row(node))
         } else if node.is_missing() {
-            Some(node.parent().map_or(node.start_position().row, |p| p.start_position().row))
+            Some(
+                node.parent()
+                    .map_or(node.start_position().row, |p| p.start_position().row),
+            )
         } else {
             None
         };

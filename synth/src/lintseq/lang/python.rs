@@ -81,7 +81,10 @@ impl Language for Python {
         let mut walker = Walker::new(src);
         walker.walk_module(tree.root_node());
         if let Some(row) = walker.misplaced.iter().min() {
-            return vec![Flag { row: *row, rule: "syntax" }];
+            return vec![Flag {
+                row: *row,
+                rule: "syntax",
+            }];
         }
         let mut flags = bad_indentation(&lines, ctx.indent_unit);
         flags.extend(walker.undefined());
@@ -188,6 +191,8 @@ fn logical_lines(src: &str) -> Vec<LogicalLine> {
             let c = chars[i];
             if let Some((q, triple)) = string {
                 if c == '\\' {
+                    // A backslash at the end of the row continues even a one-quote string.
+                    backslash = i + 1 == chars.len();
                     i += 2;
                     continue;
                 }
@@ -226,7 +231,7 @@ fn logical_lines(src: &str) -> Vec<LogicalLine> {
         }
         // A one-quote string never spans rows (an unterminated one is a syntax error tree-sitter
         // reports); a triple-quoted one does.
-        if matches!(string, Some((_, false))) {
+        if matches!(string, Some((_, false))) && !backslash {
             string = None;
         }
         continued = depth > 0 || backslash || string.is_some();
@@ -328,29 +333,169 @@ fn incomplete_block(root: Node) -> Option<usize> {
 
 /// Builtins of CPython 3.12 (`dir(builtins)`) and the module attributes every module has.
 const BUILTINS: &[&str] = &[
-    "ArithmeticError", "AssertionError", "AttributeError", "BaseException", "BaseExceptionGroup",
-    "BlockingIOError", "BrokenPipeError", "BufferError", "BytesWarning", "ChildProcessError",
-    "ConnectionAbortedError", "ConnectionError", "ConnectionRefusedError", "ConnectionResetError",
-    "DeprecationWarning", "EOFError", "Ellipsis", "EncodingWarning", "EnvironmentError", "Exception",
-    "ExceptionGroup", "False", "FileExistsError", "FileNotFoundError", "FloatingPointError",
-    "FutureWarning", "GeneratorExit", "IOError", "ImportError", "ImportWarning", "IndentationError",
-    "IndexError", "InterruptedError", "IsADirectoryError", "KeyError", "KeyboardInterrupt", "LookupError",
-    "MemoryError", "ModuleNotFoundError", "NameError", "None", "NotADirectoryError", "NotImplemented",
-    "NotImplementedError", "OSError", "OverflowError", "PendingDeprecationWarning", "PermissionError",
-    "ProcessLookupError", "RecursionError", "ReferenceError", "ResourceWarning", "RuntimeError",
-    "RuntimeWarning", "StopAsyncIteration", "StopIteration", "SyntaxError", "SyntaxWarning",
-    "SystemError", "SystemExit", "TabError", "TimeoutError", "True", "TypeError", "UnboundLocalError",
-    "UnicodeDecodeError", "UnicodeEncodeError", "UnicodeError", "UnicodeTranslateError", "UnicodeWarning",
-    "UserWarning", "ValueError", "Warning", "ZeroDivisionError", "abs", "aiter", "all", "anext", "any",
-    "ascii", "bin", "bool", "breakpoint", "bytearray", "bytes", "callable", "chr", "classmethod",
-    "compile", "complex", "copyright", "credits", "delattr", "dict", "dir", "divmod", "enumerate", "eval",
-    "exec", "exit", "filter", "float", "format", "frozenset", "getattr", "globals", "hasattr", "hash",
-    "help", "hex", "id", "input", "int", "isinstance", "issubclass", "iter", "len", "license", "list",
-    "locals", "map", "max", "memoryview", "min", "next", "object", "oct", "open", "ord", "pow", "print",
-    "property", "quit", "range", "repr", "reversed", "round", "set", "setattr", "slice", "sorted",
-    "staticmethod", "str", "sum", "super", "tuple", "type", "vars", "zip", "__import__", "__build_class__",
-    "__debug__", "__name__", "__doc__", "__file__", "__spec__", "__loader__", "__package__",
-    "__builtins__", "__path__", "__annotations__", "__dict__", "__cached__",
+    "ArithmeticError",
+    "AssertionError",
+    "AttributeError",
+    "BaseException",
+    "BaseExceptionGroup",
+    "BlockingIOError",
+    "BrokenPipeError",
+    "BufferError",
+    "BytesWarning",
+    "ChildProcessError",
+    "ConnectionAbortedError",
+    "ConnectionError",
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "DeprecationWarning",
+    "EOFError",
+    "Ellipsis",
+    "EncodingWarning",
+    "EnvironmentError",
+    "Exception",
+    "ExceptionGroup",
+    "False",
+    "FileExistsError",
+    "FileNotFoundError",
+    "FloatingPointError",
+    "FutureWarning",
+    "GeneratorExit",
+    "IOError",
+    "ImportError",
+    "ImportWarning",
+    "IndentationError",
+    "IndexError",
+    "InterruptedError",
+    "IsADirectoryError",
+    "KeyError",
+    "KeyboardInterrupt",
+    "LookupError",
+    "MemoryError",
+    "ModuleNotFoundError",
+    "NameError",
+    "None",
+    "NotADirectoryError",
+    "NotImplemented",
+    "NotImplementedError",
+    "OSError",
+    "OverflowError",
+    "PendingDeprecationWarning",
+    "PermissionError",
+    "ProcessLookupError",
+    "RecursionError",
+    "ReferenceError",
+    "ResourceWarning",
+    "RuntimeError",
+    "RuntimeWarning",
+    "StopAsyncIteration",
+    "StopIteration",
+    "SyntaxError",
+    "SyntaxWarning",
+    "SystemError",
+    "SystemExit",
+    "TabError",
+    "TimeoutError",
+    "True",
+    "TypeError",
+    "UnboundLocalError",
+    "UnicodeDecodeError",
+    "UnicodeEncodeError",
+    "UnicodeError",
+    "UnicodeTranslateError",
+    "UnicodeWarning",
+    "UserWarning",
+    "ValueError",
+    "Warning",
+    "ZeroDivisionError",
+    "abs",
+    "aiter",
+    "all",
+    "anext",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "breakpoint",
+    "bytearray",
+    "bytes",
+    "callable",
+    "chr",
+    "classmethod",
+    "compile",
+    "complex",
+    "copyright",
+    "credits",
+    "delattr",
+    "dict",
+    "dir",
+    "divmod",
+    "enumerate",
+    "eval",
+    "exec",
+    "exit",
+    "filter",
+    "float",
+    "format",
+    "frozenset",
+    "getattr",
+    "globals",
+    "hasattr",
+    "hash",
+    "help",
+    "hex",
+    "id",
+    "input",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "license",
+    "list",
+    "locals",
+    "map",
+    "max",
+    "memoryview",
+    "min",
+    "next",
+    "object",
+    "oct",
+    "open",
+    "ord",
+    "pow",
+    "print",
+    "property",
+    "quit",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "setattr",
+    "slice",
+    "sorted",
+    "staticmethod",
+    "str",
+    "sum",
+    "super",
+    "tuple",
+    "type",
+    "vars",
+    "zip",
+    "__import__",
+    "__build_class__",
+    "__debug__",
+    "__name__",
+    "__doc__",
+    "__file__",
+    "__spec__",
+    "__loader__",
+    "__package__",
+    "__builtins__",
+    "__path__",
+    "__annotations__",
+    "__dict__",
+    "__cached__",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -466,7 +611,11 @@ impl<'s> Walker<'s> {
         } else {
             (scope, pos)
         };
-        self.scopes[target].events.entry(name).or_default().push(Event { pos, del });
+        self.scopes[target]
+            .events
+            .entry(name)
+            .or_default()
+            .push(Event { pos, del });
     }
 
     fn load(&mut self, n: Node, scope: usize) {
@@ -715,7 +864,9 @@ impl<'s> Walker<'s> {
             if let Some(p) = n.child_by_field_name("parameters") {
                 self.parameters(p, scope, inner, frame);
                 let class = self.scopes[scope].class;
-                let is_static = decorators.iter().any(|d| self.text(*d).trim_start_matches('@').trim() == "staticmethod");
+                let is_static = decorators
+                    .iter()
+                    .any(|d| self.text(*d).trim_start_matches('@').trim() == "staticmethod");
                 if let Some(class) = class
                     && !is_static
                 {
@@ -760,6 +911,9 @@ impl<'s> Walker<'s> {
                     }
                 }
             }
+            if let Some(body) = n.child_by_field_name("body") {
+                info.assigned.extend(self.slots(body));
+            }
             let body_text = self.text(n);
             info.opaque |= body_text.contains("setattr") || body_text.contains("__dict__");
             info.opaque |= decorators.iter().any(|d| {
@@ -780,6 +934,28 @@ impl<'s> Walker<'s> {
         if let Some(name) = name {
             self.bind(name, scope, n.end_byte());
         }
+    }
+
+    /// The names a class body's `__slots__ = ...` lists (its string literals).
+    fn slots(&self, body: Node) -> Vec<&'s str> {
+        let mut out = Vec::new();
+        let mut cursor = body.walk();
+        for stmt in body.named_children(&mut cursor) {
+            let Some(assign) = stmt.named_child(0).filter(|a| a.kind() == "assignment") else {
+                continue;
+            };
+            let is_slots = assign
+                .child_by_field_name("left")
+                .is_some_and(|l| self.text(l) == "__slots__");
+            if let (true, Some(right)) = (is_slots, assign.child_by_field_name("right")) {
+                visit(right, &mut |c| {
+                    if c.kind() == "string_content" {
+                        out.push(text(c, self.src));
+                    }
+                });
+            }
+        }
+        out
     }
 
     fn type_parameters(&mut self, tp: Node, inner: usize) {
@@ -871,12 +1047,20 @@ impl<'s> Walker<'s> {
             "attribute" => {
                 if let Some(obj) = n.child_by_field_name("object") {
                     self.walk(obj, scope, frame);
-                    if let (Some((class, me)), Some(attr)) = (frame.method, n.child_by_field_name("attribute"))
+                    if let Some(attr) = n.child_by_field_name("attribute")
                         && obj.kind() == "identifier"
-                        && self.text(obj) == me
                     {
+                        // Any `x.a = ...` in a method may set an instance attribute (`self =
+                        // object.__new__(cls)` in `__new__` or a factory); `C.a = ...` anywhere
+                        // sets one on a local class `C`.
                         let a = self.text(attr);
-                        self.classes[class].assigned.insert(a);
+                        if let Some((class, _)) = frame.method {
+                            self.classes[class].assigned.insert(a);
+                        }
+                        let named = self.text(obj);
+                        if let Some(c) = self.classes.iter_mut().find(|c| c.name == named) {
+                            c.assigned.insert(a);
+                        }
                     }
                 }
             }
@@ -1018,12 +1202,13 @@ impl<'s> Walker<'s> {
                     if scope.kind == ScopeKind::Comprehension || !in_order {
                         return events.iter().any(|e| !e.del);
                     }
-                    return match events.iter().filter(|e| e.pos <= u.pos).max_by_key(|e| e.pos) {
-                        Some(e) => !e.del,
-                        // Bound only later in a scope that runs in order; a binding through
-                        // `global` in a function (position 0) counts as done.
-                        None => false,
-                    };
+                    match events.iter().filter(|e| e.pos <= u.pos).max_by_key(|e| e.pos) {
+                        Some(e) => return !e.del,
+                        // Bound only later: a function's local is unbound here (E0601); a module
+                        // or class body looks further out at run time (`codec = codec`, builtins).
+                        None if scope.kind == ScopeKind::Function => return false,
+                        None => {}
+                    }
                 }
                 if scope.kind == ScopeKind::Module && scope.star_import {
                     return true;
@@ -1038,7 +1223,9 @@ impl<'s> Walker<'s> {
                 None => break,
             }
         }
-        BUILTINS.contains(&u.name) || (self.scopes[u.scope].kind == ScopeKind::Class && matches!(u.name, "__module__" | "__qualname__")) || (u.name == "__class__" && self.in_method(u.scope))
+        BUILTINS.contains(&u.name)
+            || (self.scopes[u.scope].kind == ScopeKind::Class && matches!(u.name, "__module__" | "__qualname__"))
+            || (u.name == "__class__" && self.in_method(u.scope))
     }
 
     fn in_method(&self, mut s: usize) -> bool {
@@ -1051,11 +1238,14 @@ impl<'s> Walker<'s> {
         false
     }
 
-    /// `self.x` loads no class in the hierarchy defines (E1101), where the hierarchy is known.
+    /// `self.x` loads no class in the hierarchy defines (E1101), where the hierarchy is known. A
+    /// class some other class derives from is not checked: `self` may be an instance of the
+    /// subclass, which may define the attribute, or mix in another base that does.
     fn missing_members(&self) -> Vec<Flag> {
         let mut out = Vec::new();
         for (i, c) in self.classes.iter().enumerate() {
-            if c.loads.is_empty() {
+            let derived = self.classes.iter().any(|k| k.bases.contains(&c.name));
+            if c.loads.is_empty() || derived {
                 continue;
             }
             let Some(attrs) = self.attributes(i, &mut Vec::new()) else {
@@ -1118,8 +1308,11 @@ mod tests {
         let mut p = Parser::new(&Python);
         let tree = p.parse(src);
         let ctx = Python.context(src);
-        let mut v: Vec<(usize, &'static str)> =
-            Python.check(src, &tree, &ctx).into_iter().map(|f| (f.row + 1, f.rule)).collect();
+        let mut v: Vec<(usize, &'static str)> = Python
+            .check(src, &tree, &ctx)
+            .into_iter()
+            .map(|f| (f.row + 1, f.rule))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -1240,11 +1433,15 @@ if __name__ == "__main__":
         // Continuation lines and strings are not logical lines.
         assert_eq!(flags("x = [\n        1,\n  2]\ny = '''\n  a\n'''\n"), vec![]);
         assert_eq!(flags("x = 1 + \\\n        2\n"), vec![]);
+        assert_eq!(flags("def f():\n    y = \"a\\\nb\"\n    return y\n"), vec![]);
     }
 
     #[test]
     fn bad_indentation_uses_the_programs_own_step() {
-        assert_eq!(flags("def f():\n  return 1\n\ndef g():\n  if f():\n    return 2\n"), vec![]);
+        assert_eq!(
+            flags("def f():\n  return 1\n\ndef g():\n  if f():\n    return 2\n"),
+            vec![]
+        );
         assert_eq!(
             flags("def f():\n    return 1\n\n\ndef g():\n  return 2\n"),
             vec![(6, "bad-indentation")]
@@ -1255,7 +1452,10 @@ if __name__ == "__main__":
     fn statements_python_rejects_at_compile_time() {
         assert_eq!(flags("x = 1\nreturn x\n"), vec![(2, "syntax")]);
         assert_eq!(flags("x = 1\nbreak\n"), vec![(2, "syntax")]);
-        assert_eq!(flags("for i in x:\n    def f():\n        continue\n"), vec![(3, "syntax")]);
+        assert_eq!(
+            flags("for i in x:\n    def f():\n        continue\n"),
+            vec![(3, "syntax")]
+        );
         assert_eq!(flags("def f():\n    yield 1\nx = [1 for _ in f()]\n"), vec![]);
     }
 
@@ -1266,7 +1466,10 @@ if __name__ == "__main__":
         assert_eq!(rows("x = 1\ndel x\nprint(x)\n"), vec![3]);
         assert_eq!(rows("del y\n"), vec![1]);
         // A function body may use globals bound after it; its own locals must come first.
-        assert_eq!(rows("def f():\n    return g()\n\ndef g():\n    return 1\n"), Vec::<usize>::new());
+        assert_eq!(
+            rows("def f():\n    return g()\n\ndef g():\n    return 1\n"),
+            Vec::<usize>::new()
+        );
         assert_eq!(rows("def f():\n    print(v)\n    v = 1\n"), vec![2]);
         assert_eq!(rows("def f():\n    return missing\n"), vec![2]);
         // Class scope is hidden from methods.
@@ -1275,13 +1478,21 @@ if __name__ == "__main__":
             vec![5]
         );
         assert_eq!(rows("class A:\n    k = 1\n    j = k + 1\n"), Vec::<usize>::new());
+        // A class or module body falls back to outer names and builtins: `codec = codec`.
+        assert_eq!(
+            rows("codec = 1\n\n\nclass A:\n    codec = codec\n\n\nopen = open\n"),
+            Vec::<usize>::new()
+        );
         // Comprehension variables do not leak; the first iterable is evaluated outside.
         assert_eq!(rows("a = [i for i in range(3)]\nprint(i)\n"), vec![2]);
         assert_eq!(rows("a = [j for j in j]\n"), vec![1]);
         // Lambda parameters are local to the lambda.
         assert_eq!(rows("f = lambda q: q + 1\nprint(q)\n"), vec![2]);
         // global and nonlocal.
-        assert_eq!(rows("def f():\n    global G\n    G = 1\n\ndef g():\n    return G\n"), Vec::<usize>::new());
+        assert_eq!(
+            rows("def f():\n    global G\n    G = 1\n\ndef g():\n    return G\n"),
+            Vec::<usize>::new()
+        );
         assert_eq!(
             rows("def f():\n    n = 0\n    def g():\n        nonlocal n\n        n += 1\n    return g\n"),
             Vec::<usize>::new()
@@ -1305,7 +1516,10 @@ if __name__ == "__main__":
         // What LintSeq's backward pass relies on: remove a definition, its uses are flagged.
         assert_eq!(rows("import math\n\nprint(math.pi)\n"), Vec::<usize>::new());
         assert_eq!(rows("\n\nprint(math.pi)\n"), vec![3]);
-        assert_eq!(rows("def area(r):\n    return 3 * r\n\nprint(area(2))\n"), Vec::<usize>::new());
+        assert_eq!(
+            rows("def area(r):\n    return 3 * r\n\nprint(area(2))\n"),
+            Vec::<usize>::new()
+        );
         assert_eq!(rows("print(area(2))\n"), vec![1]);
     }
 
@@ -1320,6 +1534,12 @@ if __name__ == "__main__":
         assert_eq!(flags(ext), vec![]);
         let dynamic = "class C:\n    def __getattr__(self, k):\n        return k\n\n    def get(self):\n        return self.anything\n";
         assert_eq!(flags(dynamic), vec![]);
+        // Attributes set through another name in a method, through the class, or in __slots__.
+        let new = "class E:\n    __slots__ = ('_a', '_b')\n\n    def __new__(cls):\n        obj = object.__new__(cls)\n        obj._c = 1\n        return obj\n\n    def get(self):\n        return self._a, self._b, self._c, self.d\n\n\nE.d = 2\n";
+        assert_eq!(flags(new), vec![]);
+        // A class something derives from is not checked (the subclass may define the attribute).
+        let tmpl = "class Base:\n    def run(self):\n        return self.step()\n\n\nclass Impl(Base):\n    def step(self):\n        return 1\n";
+        assert_eq!(flags(tmpl), vec![]);
         // A staticmethod's first parameter is not self.
         let st = "class D:\n    @staticmethod\n    def f(x):\n        return x.anything\n";
         assert_eq!(flags(st), vec![]);
@@ -1327,7 +1547,10 @@ if __name__ == "__main__":
 
     #[test]
     fn indent_unit_is_the_first_block_step() {
-        assert_eq!(Python.context("x = (\n        1)\nif x:\n  y = 1\n").indent_unit, Some(2));
+        assert_eq!(
+            Python.context("x = (\n        1)\nif x:\n  y = 1\n").indent_unit,
+            Some(2)
+        );
         assert_eq!(Python.context("x = 1\n").indent_unit, None);
     }
 }
