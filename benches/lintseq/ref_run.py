@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 def setup(ref_src):
     torch = types.ModuleType("torch")
     torch.manual_seed = lambda s: None
+    torch.no_grad = lambda: (lambda f: f)
     torch.cuda = types.SimpleNamespace(is_available=lambda: False, manual_seed_all=lambda s: None)
     sys.modules["torch"] = torch
     # lintseq.py derives its import path from the working directory's "lintseq" component.

@@ -67,7 +67,19 @@ pub struct LintseqArgs {
     resume: bool,
 }
 
+/// Stack of each worker: the checkers walk syntax trees recursively, and generated or deeply
+/// nested code makes deep trees (programs nested deeper than [`lintseq::MAX_DEPTH`] are dropped).
+const WORKER_STACK: usize = 64 << 20;
+
 pub fn run(a: &LintseqArgs) -> anyhow::Result<ExitCode> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(WORKER_STACK)
+        .build()
+        .context("starting worker threads")?;
+    pool.install(|| run_in_pool(a))
+}
+
+fn run_in_pool(a: &LintseqArgs) -> anyhow::Result<ExitCode> {
     let language = match &a.language {
         None => None,
         Some(name) => Some(lintseq::by_name(name).with_context(|| {

@@ -34,6 +34,11 @@ pub use sample::Rejection;
 
 use sample::{Checker, Lines, backward, stable_hash};
 
+/// Deepest syntax tree sampled: the checkers walk trees recursively, so deep trees need more than
+/// the default 2 MB of thread stack (the CLI's workers have 64 MB; a test runs this depth in 32 MB).
+/// Deeper programs are dropped (`too deep`).
+pub const MAX_DEPTH: usize = 2000;
+
 /// How programs are sampled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LintseqOptions {
@@ -110,6 +115,10 @@ pub fn synthesize(
     }
     let ctx = lang.context(code);
     let mut checker = Checker::new(lang, ctx.clone());
+    let depth = checker.depth(code);
+    if depth > MAX_DEPTH {
+        return Err(Rejection::TooDeep(depth));
+    }
     if let Some(row) = checker.syntax_error(code) {
         return Err(Rejection::Unparsable(row));
     }
@@ -263,6 +272,25 @@ mod tests {
             synthesize("x", "a = 1\nb = 2\nc = 3\nd = 4\n", &Python, &small),
             Err(Rejection::TooLarge(5))
         );
+    }
+
+    #[test]
+    fn deep_trees_are_sampled_within_a_bounded_stack_or_dropped() {
+        // `x = 1 + 1 + ...`: a left-deep tree, one level per operator.
+        let chain = |n: usize| format!("x = 1{}\nprint(x)\n", " + 1".repeat(n));
+        let opts = LintseqOptions {
+            samples: 1,
+            ..Default::default()
+        };
+        let ok = std::thread::Builder::new()
+            .stack_size(32 << 20)
+            .spawn(move || synthesize("deep", &chain(MAX_DEPTH - 10), &Python, &opts).map(|s| s.len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(ok, Ok(1));
+        let too_deep = synthesize("deeper", &chain(MAX_DEPTH + 10), &Python, &opts);
+        assert!(matches!(too_deep, Err(Rejection::TooDeep(d)) if d > MAX_DEPTH));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Rejection {
     CapReached,
     /// The program has more lines than allowed.
     TooLarge(usize),
+    /// The program's syntax tree is deeper than [`super::MAX_DEPTH`].
+    TooDeep(usize),
 }
 
 impl Rejection {
@@ -44,6 +46,7 @@ impl Rejection {
             Rejection::CommentOnly => "comment-only",
             Rejection::CapReached => "cap reached",
             Rejection::TooLarge(_) => "too large",
+            Rejection::TooDeep(_) => "too deep",
         }
     }
 }
@@ -202,6 +205,29 @@ impl<'l> Checker<'l> {
             }
         }
         out
+    }
+
+    /// The depth of `text`'s syntax tree (walked with a cursor, no recursion).
+    pub fn depth(&mut self, text: &str) -> usize {
+        let tree = self.parser.parse(text);
+        let mut cursor = tree.walk();
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        loop {
+            deepest = deepest.max(depth);
+            if cursor.goto_first_child() {
+                depth += 1;
+                continue;
+            }
+            loop {
+                if cursor.goto_next_sibling() {
+                    break;
+                }
+                if !cursor.goto_parent() {
+                    return deepest;
+                }
+                depth -= 1;
+            }
+        }
     }
 
     /// The first row the checker flags in `text` as a syntax error, if any (1-based).

@@ -160,23 +160,24 @@ struct LogicalLine {
 fn logical_lines(src: &str) -> Vec<LogicalLine> {
     let mut out = Vec::new();
     let mut depth = 0usize; // bracket depth
-    let mut string: Option<(char, bool)> = None; // (quote, triple)
+    let mut string: Option<(u8, bool)> = None; // (quote, triple)
     let mut continued = false; // inside a logical line that started on an earlier row
-    let mut last = ' '; // last significant character of the current logical line
+    let mut last = b' '; // last significant character of the current logical line
     for (row, line) in src.split('\n').enumerate() {
-        let chars: Vec<char> = line.chars().collect();
+        // Bytes: every character that matters is ASCII, and UTF-8 never reuses ASCII bytes.
+        let chars = line.as_bytes();
         let mut i = 0;
         if !continued && string.is_none() {
             let mut width = 0;
-            while i < chars.len() && matches!(chars[i], ' ' | '\t' | '\x0c') {
+            while i < chars.len() && matches!(chars[i], b' ' | b'\t' | 0x0c) {
                 width = match chars[i] {
-                    '\t' => (width / 8 + 1) * 8,
-                    '\x0c' => 0,
+                    b'\t' => (width / 8 + 1) * 8,
+                    0x0c => 0,
                     _ => width + 1,
                 };
                 i += 1;
             }
-            if i == chars.len() || chars[i] == '#' || chars[i] == '\r' && i + 1 == chars.len() {
+            if i == chars.len() || chars[i] == b'#' || chars[i] == b'\r' && i + 1 == chars.len() {
                 continue;
             }
             out.push(LogicalLine {
@@ -184,13 +185,13 @@ fn logical_lines(src: &str) -> Vec<LogicalLine> {
                 indent: width,
                 header: false,
             });
-            last = ' ';
+            last = b' ';
         }
         let mut backslash = false;
         while i < chars.len() {
             let c = chars[i];
             if let Some((q, triple)) = string {
-                if c == '\\' {
+                if c == b'\\' {
                     // A backslash at the end of the row continues even a one-quote string.
                     backslash = i + 1 == chars.len();
                     i += 2;
@@ -211,20 +212,20 @@ fn logical_lines(src: &str) -> Vec<LogicalLine> {
                 continue;
             }
             match c {
-                '#' => break,
-                '"' | '\'' => {
+                b'#' => break,
+                b'"' | b'\'' => {
                     let triple = chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c);
                     string = Some((c, triple));
                     i += if triple { 3 } else { 1 };
                     last = c;
                     continue;
                 }
-                '(' | '[' | '{' => depth += 1,
-                ')' | ']' | '}' => depth = depth.saturating_sub(1),
-                '\\' if i + 1 == chars.len() => backslash = true,
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                b'\\' if i + 1 == chars.len() => backslash = true,
                 _ => {}
             }
-            if !c.is_whitespace() {
+            if !c.is_ascii_whitespace() {
                 last = c;
             }
             i += 1;
@@ -236,7 +237,7 @@ fn logical_lines(src: &str) -> Vec<LogicalLine> {
         }
         continued = depth > 0 || backslash || string.is_some();
         if !continued && let Some(l) = out.last_mut() {
-            l.header = last == ':';
+            l.header = last == b':';
         }
     }
     out
@@ -629,8 +630,7 @@ impl<'s> Walker<'s> {
 
     fn walk_children(&mut self, n: Node, scope: usize, frame: Frame<'s>) {
         let mut cursor = n.walk();
-        let children: Vec<Node> = n.named_children(&mut cursor).collect();
-        for c in children {
+        for c in n.named_children(&mut cursor) {
             self.walk(c, scope, frame);
         }
     }
