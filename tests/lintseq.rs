@@ -190,6 +190,24 @@ fn a_folder_becomes_verified_edit_sequences_and_sft_text() {
     let seqs = |rows: &[LintseqRow]| rows.iter().map(|r| (r.id.clone(), r.edits.clone())).collect::<Vec<_>>();
     assert!(seqs(&read_rows(&dir.path().join("part.lance"))) == seqs(&rows));
 
+    // Resuming with another seed is refused.
+    let o = firebrand(
+        dir.path(),
+        &[
+            "synth",
+            "lintseq",
+            "src",
+            "--out",
+            "ls.lance",
+            "--samples-per-program",
+            "3",
+            "--resume",
+            "--seed",
+            "7",
+        ],
+    );
+    assert!(!o.status.success() && text(&o).1.contains("--seed 0"), "{:?}", text(&o));
+
     // An existing output is refused without --overwrite or --resume.
     let o = firebrand(dir.path(), &["synth", "lintseq", "src", "--out", "ls.lance"]);
     assert!(!o.status.success());
@@ -202,6 +220,7 @@ fn jsonl_and_chat_inputs_take_code_from_fenced_blocks() {
         serde_json::json!({"id": "add", "instruction": "Write add.", "response": "Sure:\n```python\ndef add(a, b):\n    return a + b\n```\nAnd a check:\n```python\nprint(add(1, 2))\n```"}),
         serde_json::json!({"instruction": "Explain.", "response": "It is a loop that adds numbers."}),
         serde_json::json!({"instruction": "Shell.", "response": "```bash\nls -la\n```"}),
+        serde_json::json!({"id": "add", "instruction": "Again.", "response": "```python\nx = 1\n```"}),
     ];
     let jsonl: String = records.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(dir.path().join("oss.jsonl"), jsonl).unwrap();
@@ -218,6 +237,7 @@ fn jsonl_and_chat_inputs_take_code_from_fenced_blocks() {
         ],
     );
     assert!(out.lines().any(|l| l.trim() == "2  unparsable"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "1  duplicate id"), "{out}");
     let rows = read_rows(&dir.path().join("ls.lance"));
     assert_eq!(
         rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),

@@ -123,13 +123,32 @@ fn run_in_pool(a: &LintseqArgs) -> anyhow::Result<ExitCode> {
         resume: a.resume,
         overwrite: a.overwrite,
     };
+    let Some(out_path) = &a.out else {
+        bail!("--out is required")
+    };
+    if a.resume && out_path.exists() {
+        check_resume(out_path, &opts)?;
+    }
+    // A repeated input id would give two programs the same row ids (and `--resume` could not
+    // tell them apart): the later ones are dropped.
+    let mut seen = std::collections::HashSet::new();
+    let items = source.items.map(move |item| {
+        item.map(|(id, program)| {
+            let program = if seen.insert(id.clone()) {
+                program
+            } else {
+                Err("duplicate id".to_string())
+            };
+            (id, program)
+        })
+    });
     let pb = progress::bar(source.total as u64, "lintseq", false);
     let start = Instant::now();
     let Some(out_path) = &a.out else {
         bail!("--out is required")
     };
     let report = run_job_many(
-        source.items,
+        items,
         out_path,
         job,
         |r: &LintseqRow| lintseq::program_id(&r.id),
@@ -205,6 +224,35 @@ fn sft_row(r: &LintseqRow) -> CompletionRow {
             meta: serde_json::json!({ "program": lintseq::program_id(&r.id), "sample": r.sample }).to_string(),
         },
     }
+}
+
+/// Refuses to resume an output sampled with another seed or another number of samples.
+fn check_resume(out: &std::path::Path, opts: &LintseqOptions) -> anyhow::Result<()> {
+    let ds = Dataset::open_kind(out, DatasetKind::Lintseq)?;
+    let Some(first) = ds.rows::<LintseqRow>(1)?.next() else {
+        return Ok(());
+    };
+    let first = first?;
+    let meta: serde_json::Value = serde_json::from_str(&first.provenance.meta).unwrap_or_default();
+    if let Some(seed) = meta.get("seed").and_then(|s| s.as_u64())
+        && seed != opts.seed
+    {
+        bail!(
+            "{}: was sampled with --seed {seed}, this run has --seed {}\n  hint: resume with the same seed, or write a new output",
+            out.display(),
+            opts.seed
+        );
+    }
+    if let Some(samples) = meta.get("samples").and_then(|s| s.as_u64())
+        && samples as usize != opts.samples
+    {
+        bail!(
+            "{}: holds {samples} samples per program, this run asks for {}\n  hint: resume with the same --samples-per-program, or write a new output",
+            out.display(),
+            opts.samples
+        );
+    }
+    Ok(())
 }
 
 /// `--lint`: the checker's flags on each program as it stands.

@@ -153,7 +153,8 @@ pub fn replay<S: AsRef<str>>(edits: &[S]) -> Result<String, ReplayError> {
             continue;
         }
         let body: Vec<&str> = edit.split('\n').collect();
-        let mut inserted_here = 0;
+        let mut inserted_here = 0usize;
+        let mut previous: Option<usize> = None;
         let mut l = 0;
         while l < body.len() {
             let header = body[l];
@@ -169,7 +170,11 @@ pub fn replay<S: AsRef<str>>(edits: &[S]) -> Result<String, ReplayError> {
                 header: header.to_string(),
                 why,
             };
-            if c == 0 || c - 1 != a + inserted_here || c - 1 > file.len() {
+            if previous.is_some_and(|p| a <= p) {
+                return Err(mismatch("comes before the hunk above it".to_string()));
+            }
+            previous = Some(a);
+            if c == 0 || a.checked_add(inserted_here) != Some(c - 1) || c - 1 > file.len() {
                 return Err(mismatch(format!(
                     "does not fit: {} lines in the file, {inserted_here} inserted by this edit before it",
                     file.len()
@@ -283,6 +288,13 @@ mod tests {
             Err(ReplayError::Mismatch { .. })
         ));
         assert!(matches!(replay(&["hello"]), Err(ReplayError::Malformed { .. })));
+        // Hunks of one edit go top to bottom; huge numbers are refused, not overflowed.
+        assert!(matches!(
+            replay(&["@@ -0,0 +1 @@\n+a", "@@ -1,0 +2 @@\n+c\n@@ -0,0 +1 @@\n+b"]),
+            Err(ReplayError::Mismatch { .. })
+        ));
+        let huge = format!("@@ -{},0 +1 @@\n+x", usize::MAX);
+        assert!(matches!(replay(&[huge]), Err(ReplayError::Mismatch { .. })));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub fn code_of(response: &str, lang: &dyn Language) -> String {
     while let Some(open) = rest.find("```") {
         let after = &rest[open + 3..];
         let (info, body) = after.split_once('\n').unwrap_or((after, ""));
-        let tag = info.trim().split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        let tag = info.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
         let Some(close) = body.find("```") else { break };
         if lang.fence_tags().contains(&tag.as_str()) {
             blocks.push(&body[..close]);

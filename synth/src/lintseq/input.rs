@@ -149,7 +149,7 @@ fn jsonl(path: &Path, lang: &'static dyn Language, fields: JsonlFields) -> fireb
                     "name the code's field with --code-field (and the instruction's with --instruction-field)",
                 ));
             };
-            let code = code_of(response, lang);
+            let code = code_of(&response.replace("\r\n", "\n"), lang);
             let program = if code.trim().is_empty() {
                 Err("no code".to_string())
             } else {
@@ -173,7 +173,7 @@ fn dataset(path: &Path, lang: &'static dyn Language) -> firebrand_data::Result<S
     let total = ds.len()?;
     let name = path.display().to_string();
     let make = move |id: String, instruction: String, response: &str| -> Item {
-        let code = code_of(response, lang);
+        let code = code_of(&response.replace("\r\n", "\n"), lang);
         let program = if code.trim().is_empty() {
             Err("no code".to_string())
         } else {

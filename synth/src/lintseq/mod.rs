@@ -196,6 +196,7 @@ pub fn rows(id: &str, program: &Program, opts: &LintseqOptions) -> Result<Vec<Li
         .map(|(k, s)| {
             let meta = serde_json::json!({
                 "seed": opts.seed,
+                "samples": opts.samples,
                 "edits": s.edits.len(),
                 "lines": lines,
                 "checker_passes": s.passes,

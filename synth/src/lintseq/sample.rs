@@ -4,11 +4,11 @@
 //! edits):
 //!
 //! 1. every line gets an indentation: its leading whitespace in characters, updated only on lines
-//!    with more than one non-space character (blank lines and a lone `)`/`]`/`}` keep the previous
+//!    with more than one character after it (blank lines and a lone `)`/`]`/`}` keep the previous
 //!    value, so a closing bracket stays with its opener); the step is the first non-zero value;
-//! 2. candidates are all lines but blank and comment-only ones, and the lines inside a global
-//!    ALL-CAPS literal (`NAMES = [` … `]`); a candidate weighs 1 at depth 0 and indentation / step
-//!    deeper;
+//! 2. candidates are all lines but blank and comment-only ones, the lines inside a global
+//!    ALL-CAPS literal (`NAMES = [` … `]`) and lines the language fixes (Go's `package`); a
+//!    candidate weighs 1 at depth 0 and indentation / step deeper;
 //! 3. each edit samples a remaining candidate by weight, takes it with its children (the run of
 //!    following lines indented deeper), then deletes every line the checker flags in what is left,
 //!    with their children, until the checker is clean (the whole file is checked on every pass);
@@ -86,7 +86,10 @@ impl<'a> Lines<'a> {
                 step = Some(current);
             }
         }
-        let candidate = candidates(&text, lang.comment_prefixes());
+        let mut candidate = candidates(&text, lang.comment_prefixes());
+        for (c, line) in candidate.iter_mut().zip(&text) {
+            *c &= !lang.fixed_line(line);
+        }
         let weight = candidate
             .iter()
             .zip(&indent)
@@ -132,7 +135,11 @@ fn candidates(text: &[&str], comments: &[&str]) -> Vec<bool> {
     let mut open: Option<char> = None; // the closer of an open global literal
     for (i, line) in text.iter().enumerate() {
         let stripped = line.trim_start();
-        if stripped.is_empty() || comments.iter().any(|c| stripped.starts_with(c)) {
+        // A prefix matches a line that starts with it or is it without its trailing space (`*`).
+        let comment = comments
+            .iter()
+            .any(|c| stripped.starts_with(c) || stripped.trim_end() == c.trim_end());
+        if stripped.is_empty() || comment {
             continue;
         }
         let last = line.trim_end().chars().last();

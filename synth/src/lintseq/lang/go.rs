@@ -37,7 +37,11 @@ impl Language for Go {
         &["go", "golang"]
     }
     fn comment_prefixes(&self) -> &'static [&'static str] {
-        &["//", "/*", "*"]
+        &["//", "/*", "* ", "*/"]
+    }
+    fn fixed_line(&self, line: &str) -> bool {
+        // The package clause opens every state, as it opens every Go file.
+        line.starts_with("package ")
     }
     fn grammar(&self) -> tree_sitter::Language {
         tree_sitter_go::LANGUAGE.into()
@@ -74,6 +78,26 @@ impl Language for Go {
             ],
         )
     }
+}
+
+/// The package name an import path gives, where the path tells it: its last element, without a
+/// major-version element (`.../v5`) or suffix (`yaml.v3`); `None` when that is not an identifier.
+fn package_name(path: &str) -> Option<&str> {
+    let mut parts = path.rsplit('/');
+    let mut last = parts.next()?;
+    let is_version = |p: &str| p.len() > 1 && p.starts_with('v') && p[1..].bytes().all(|b| b.is_ascii_digit());
+    if is_version(last) {
+        last = parts.next()?;
+    }
+    if let Some((name, v)) = last.rsplit_once('.')
+        && is_version(v)
+    {
+        last = name;
+    }
+    let ident = !last.is_empty()
+        && !last.starts_with(|c: char| c.is_ascii_digit())
+        && last.chars().all(|c| c.is_alphanumeric() || c == '_');
+    ident.then_some(last)
 }
 
 const UNIVERSE: &[&str] = &[
@@ -137,6 +161,9 @@ struct GoChecker<'s> {
     package: HashMap<&'s str, Decl>,
     imports: HashMap<&'s str, Decl>,
     dot_import: bool,
+    /// An import whose package name cannot be told from its path: selector operands nothing
+    /// declares may name it.
+    unsure_import: bool,
     scopes: Vec<HashMap<&'s str, Decl>>,
     flags: Vec<Flag>,
 }
@@ -148,6 +175,7 @@ impl<'s> GoChecker<'s> {
             package: HashMap::new(),
             imports: HashMap::new(),
             dot_import: false,
+            unsure_import: false,
             scopes: Vec::new(),
             flags: Vec::new(),
         }
@@ -206,11 +234,13 @@ impl<'s> GoChecker<'s> {
                         Some(name) => {
                             self.imports.insert(self.text(name), decl(row));
                         }
-                        None => {
-                            if let Some(last) = path.and_then(|p| p.rsplit('/').next()) {
-                                self.imports.insert(last, decl(row));
+                        None => match path.and_then(package_name) {
+                            Some(name) => {
+                                self.imports.insert(name, decl(row));
                             }
-                        }
+                            // `github.com/go-chi/chi`: the package name is not the path's.
+                            None => self.unsure_import = true,
+                        },
                     }
                 }
             }
@@ -273,6 +303,15 @@ impl<'s> GoChecker<'s> {
         }
     }
 
+    /// Whether a name is declared anywhere visible (no marking, no flag).
+    fn declared(&self, n: Node) -> bool {
+        let name = self.text(n);
+        self.scopes.iter().any(|s| s.contains_key(name))
+            || self.package.contains_key(name)
+            || self.imports.contains_key(name)
+            || UNIVERSE.contains(&name)
+    }
+
     /// Resolves a name; `used` marks it read.
     fn resolve(&mut self, n: Node, used: bool) {
         let name = self.text(n);
@@ -319,7 +358,11 @@ impl<'s> GoChecker<'s> {
             "identifier" | "type_identifier" => self.resolve(n, true),
             "package_identifier" => self.resolve(n, true),
             "field_identifier" | "label_name" | "comment" => {}
-            "selector_expression" => self.field(n, "operand"),
+            "selector_expression" => match n.child_by_field_name("operand") {
+                Some(op) if op.kind() == "identifier" && self.unsure_import && !self.declared(op) => {}
+                Some(op) => self.walk(op),
+                None => {}
+            },
             "qualified_type" => self.field(n, "package"),
             "keyed_element" => {
                 // `T{Name: v}`: a bare identifier key is a field name (or a map key we cannot tell).
@@ -336,9 +379,32 @@ impl<'s> GoChecker<'s> {
             }
             "function_declaration" | "method_declaration" | "func_literal" => {
                 self.push();
+                if let Some(r) = n.child_by_field_name("receiver") {
+                    // `func (s *Stack[T]) ...`: the receiver's type arguments declare T.
+                    let mut params = Vec::new();
+                    super::visit(r, &mut |c| {
+                        if c.kind() == "type_arguments" {
+                            let mut cursor = c.walk();
+                            params.extend(c.named_children(&mut cursor).flat_map(|t| {
+                                if t.kind() == "type_identifier" {
+                                    Some(t)
+                                } else {
+                                    t.named_child(0).filter(|x| x.kind() == "type_identifier")
+                                }
+                            }));
+                        }
+                    });
+                    for t in params {
+                        self.declare(t, false);
+                    }
+                }
                 for field in ["receiver", "type_parameters", "parameters", "result"] {
-                    if let Some(p) = n.child_by_field_name(field) {
-                        self.parameters(p);
+                    match n.child_by_field_name(field) {
+                        Some(p) if p.kind() == "parameter_list" || p.kind() == "type_parameter_list" => {
+                            self.parameters(p)
+                        }
+                        Some(p) => self.walk(p), // a single result type
+                        None => {}
                     }
                 }
                 self.field(n, "body");
@@ -411,12 +477,21 @@ impl<'s> GoChecker<'s> {
                     if let Some(name) = spec.child_by_field_name("name") {
                         self.declare(name, false);
                     }
-                    self.field(spec, "type_parameters");
+                    self.push();
+                    if let Some(tp) = spec.child_by_field_name("type_parameters") {
+                        self.parameters(tp);
+                    }
                     self.field(spec, "type");
+                    self.pop();
                 }
             }
             "var_spec" | "const_spec" | "type_spec" | "type_alias" => {
-                // Package level: names are declared already; walk types and values.
+                // Package level: names are declared already; walk types and values, with the
+                // type's own type parameters in scope.
+                self.push();
+                if let Some(tp) = n.child_by_field_name("type_parameters") {
+                    self.parameters(tp);
+                }
                 let mut cursor = n.walk();
                 let children: Vec<(Option<&str>, Node)> = n
                     .children(&mut cursor)
@@ -424,10 +499,11 @@ impl<'s> GoChecker<'s> {
                     .map(|(i, c)| (n.field_name_for_child(i as u32), c))
                     .collect();
                 for (field, c) in children {
-                    if field != Some("name") && c.is_named() {
+                    if field != Some("name") && field != Some("type_parameters") && c.is_named() {
                         self.walk(c);
                     }
                 }
+                self.pop();
             }
             "for_statement"
             | "if_statement"
@@ -628,6 +704,15 @@ loop:
         // Package-level names are visible in any order.
         let src = "package main\n\nfunc main() { helper() }\n\nfunc helper() {}\n";
         assert_eq!(flags(src), vec![]);
+    }
+
+    #[test]
+    fn generics_qualified_results_and_versioned_imports_resolve() {
+        let src = "package main\n\nimport (\n\t\"time\"\n\t\"gopkg.in/yaml.v3\"\n\t\"github.com/go-chi/chi/v5\"\n\t\"github.com/x/go-thing\"\n)\n\ntype Stack[T any] struct {\n\titems []T\n}\n\nfunc (s *Stack[T]) Push(v T) { s.items = append(s.items, v) }\n\nfunc wait() time.Duration { return time.Second }\n\nfunc main() {\n\t_ = yaml.Marshal\n\t_ = chi.NewRouter\n\t_ = thing.New\n\tvar s Stack[int]\n\ts.Push(1)\n\t_ = wait()\n}\n";
+        assert_eq!(flags(src), vec![]);
+        assert_eq!(package_name("github.com/go-chi/chi/v5"), Some("chi"));
+        assert_eq!(package_name("gopkg.in/yaml.v3"), Some("yaml"));
+        assert_eq!(package_name("github.com/x/go-thing"), None);
     }
 
     #[test]

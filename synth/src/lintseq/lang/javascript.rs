@@ -33,7 +33,7 @@ impl Language for JavaScript {
         &["javascript", "js", "jsx", "node"]
     }
     fn comment_prefixes(&self) -> &'static [&'static str] {
-        &["//", "/*", "*"]
+        &["//", "/*", "* ", "*/"]
     }
     fn grammar(&self) -> tree_sitter::Language {
         tree_sitter_javascript::LANGUAGE.into()
@@ -415,6 +415,8 @@ impl<'s> Walker<'s> {
                 }
             }
             "export_specifier" => self.field(n, "name", scope, fs),
+            // `export { a } from './m'`, `export * as ns from './m'`: names of another module.
+            "export_statement" if n.child_by_field_name("source").is_some() => {}
             "labeled_statement" => self.field(n, "body", scope, fs),
             "jsx_opening_element" | "jsx_self_closing_element" | "jsx_closing_element" => {
                 let mut cursor = n.walk();
@@ -583,6 +585,10 @@ module.exports = { g, h, el, w };
         assert_eq!(
             flags("try { a(); } catch (e) {}\nconsole.log(e);\n"),
             vec![(1, "undefined-name"), (2, "undefined-name")]
+        );
+        assert_eq!(
+            flags("export { a, b as c } from './m';\nexport * as ns from './n';\n"),
+            vec![]
         );
         // Deleting an import leaves its uses undefined.
         assert_eq!(flags("\nconsole.log(path.sep);\n"), vec![(2, "undefined-name")]);

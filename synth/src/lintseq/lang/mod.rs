@@ -41,6 +41,11 @@ pub trait Language: Sync {
     fn fence_tags(&self) -> &'static [&'static str];
     /// Prefixes of comment-only lines (never sampled for deletion).
     fn comment_prefixes(&self) -> &'static [&'static str];
+    /// A line never sampled for deletion, like a comment: it stays to the first edit (Go's
+    /// `package` clause, without which no state is a Go file).
+    fn fixed_line(&self, _line: &str) -> bool {
+        false
+    }
     /// The tree-sitter grammar.
     fn grammar(&self) -> tree_sitter::Language;
     /// What the checker keeps fixed over a trajectory, from the original program.
@@ -139,7 +144,8 @@ pub fn first_syntax_error(tree: &Tree) -> Option<usize> {
     best
 }
 
-/// The row of an `ERROR` node's first loose token (a leaf, or a nested error), or its start.
+/// The row of an `ERROR` node's first loose token (a leaf, or a nested error or missing token,
+/// also inside a child statement that holds one), or its start.
 fn error_row(node: Node) -> usize {
     let mut cursor = node.walk();
     for child in node.children(&mut cursor) {
@@ -148,6 +154,21 @@ fn error_row(node: Node) -> usize {
         }
         if child.is_missing() || child.child_count() == 0 {
             return child.start_position().row;
+        }
+        if child.has_error() {
+            let mut inner = None;
+            visit(child, &mut |n| {
+                if inner.is_none() && (n.is_error() || n.is_missing()) {
+                    inner = Some(if n.is_error() {
+                        error_row(n)
+                    } else {
+                        n.start_position().row
+                    });
+                }
+            });
+            if let Some(row) = inner {
+                return row;
+            }
         }
     }
     node.start_position().row

@@ -564,6 +564,8 @@ struct Walker<'s> {
     classes: Vec<ClassInfo<'s>>,
     /// Rows of `return`/`yield`/`await`/`break`/`continue` where Python rejects them.
     misplaced: Vec<usize>,
+    /// `from __future__ import annotations`: annotations are strings, never evaluated.
+    lazy_annotations: bool,
 }
 
 impl<'s> Walker<'s> {
@@ -574,6 +576,7 @@ impl<'s> Walker<'s> {
             uses: Vec::new(),
             classes: Vec::new(),
             misplaced: Vec::new(),
+            lazy_annotations: false,
         }
     }
 
@@ -595,6 +598,10 @@ impl<'s> Walker<'s> {
     }
 
     fn walk_module(&mut self, root: Node) {
+        let mut cursor = root.walk();
+        self.lazy_annotations = root
+            .named_children(&mut cursor)
+            .any(|c| c.kind() == "future_import_statement" && text(c, self.src).contains("annotations"));
         let s = self.new_scope(ScopeKind::Module, None);
         self.walk_children(root, s, Frame::default());
     }
@@ -785,6 +792,7 @@ impl<'s> Walker<'s> {
                 }
             }
             "future_import_statement" => {}
+            "type" if self.lazy_annotations => {}
             "global_statement" | "nonlocal_statement" => {
                 let mut cursor = n.walk();
                 let names: Vec<&'s str> = n
@@ -1416,6 +1424,12 @@ if __name__ == "__main__":
         assert_eq!(flags("x = (1,\n"), vec![(1, "syntax")]);
         assert_eq!(flags("def f(:\n    pass\n"), vec![(1, "syntax")]);
         assert_eq!(flags("try:\n    x = 1\nprint(2)\n"), vec![(1, "syntax")]);
+        // An orphaned `else:` in the last definition of a file (its `if` deleted): the `else`
+        // line, not the top of the file.
+        let orphan = "import os\n\n\ndef h(a):\n    return a\n\n\ndef f():\n    x = 1\n    else:\n        y = 2\n";
+        assert_eq!(flags(orphan), vec![(10, "syntax")]);
+        let method = "class A:\n    def m(self):\n        try_it = 1\n        finally:\n            pass\n";
+        assert_eq!(flags(method), vec![(4, "syntax")]);
     }
 
     #[test]
@@ -1505,6 +1519,10 @@ if __name__ == "__main__":
         assert_eq!(rows("try:\n    pass\nexcept E as e:\n    print(e)\n"), vec![3]);
         assert_eq!(rows("if (n := 3) > 2:\n    print(n)\n"), Vec::<usize>::new());
         assert_eq!(rows("match p:\n    case [a, b]:\n        print(a, b, c)\n"), vec![1, 3]);
+        // Annotations are not evaluated under `from __future__ import annotations`.
+        let lazy = "from __future__ import annotations\n\n\nclass P:\n    def copy(self) -> P:\n        return self\n";
+        assert_eq!(rows(lazy), Vec::<usize>::new());
+        assert_eq!(rows(&lazy[35..]), vec![4]);
         // Augmented assignment needs the name first.
         assert_eq!(rows("count += 1\n"), vec![1]);
         // Decorators and defaults are evaluated where the def is.
