@@ -8,9 +8,12 @@
 //!    only after its declaration (`:=`, `var`, `const`, `type`, parameters, named results, receivers,
 //!    type parameters, `range` and `for` clauses, `if`/`switch` initialisers, type-switch aliases,
 //!    `select` receives). Field names (`x.f`, struct literal keys, struct fields) are not names.
+//!    An import's name is its path's last element (without a `/vN` element or a `.vN` suffix);
+//!    where the path does not tell it (`go-thing`), unknown selector operands are accepted.
+//!    The `package` clause is never sampled: it opens every state.
 //! 3. **Unused imports** (`"fmt" imported and not used`) and **unused local variables**
-//!    (`declared and not used`: `:=` and `var` in function bodies; an assignment is not a use, as
-//!    in Go): compile errors, so a state that deletes the last use of an import or a variable is
+//!    (`declared and not used`: `:=`, `var`, `range` and `select` receive variables in function
+//!    bodies; an assignment is not a use, as in Go): compile errors, so a state that deletes the last use of an import or a variable is
 //!    not clean until the declaration goes too.
 //!
 //! One file is checked alone: names another file of the same package defines are undefined here
@@ -537,7 +540,9 @@ impl<'s> GoChecker<'s> {
                 }
                 self.pop();
             }
-            "range_clause" => {
+            // `for k, v := range xs` and `case v := <-ch` in a `select`: variables Go requires to
+            // be used, like any other.
+            "range_clause" | "receive_statement" => {
                 self.field(n, "right");
                 if let Some(left) = n.child_by_field_name("left") {
                     let declares = self.text(n).contains(":=");
@@ -545,21 +550,6 @@ impl<'s> GoChecker<'s> {
                     let names: Vec<Node> = left.named_children(&mut cursor).collect();
                     for name in names {
                         if declares && name.kind() == "identifier" {
-                            self.declare(name, false);
-                        } else {
-                            self.walk(name);
-                        }
-                    }
-                }
-            }
-            "receive_statement" => {
-                self.field(n, "right");
-                if let Some(left) = n.child_by_field_name("left") {
-                    let declares = self.text(n).contains(":=");
-                    let mut cursor = left.walk();
-                    let names: Vec<Node> = left.named_children(&mut cursor).collect();
-                    for name in names {
-                        if declares {
                             self.declare(name, true);
                         } else {
                             self.walk(name);
@@ -623,17 +613,8 @@ impl<'s> GoChecker<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lintseq::lang::Parser;
-
     fn flags(src: &str) -> Vec<(usize, &'static str)> {
-        let tree = Parser::new(&Go).parse(src);
-        let mut v: Vec<(usize, &'static str)> = Go
-            .check(src, &tree, &Context::default())
-            .into_iter()
-            .map(|f| (f.row + 1, f.rule))
-            .collect();
-        v.sort();
-        v
+        crate::lintseq::lang::flags_of(&Go, src)
     }
 
     const CLEAN: &str = r#"package main
@@ -719,6 +700,8 @@ loop:
     fn unused_imports_and_variables_are_errors() {
         let src = "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tx := 1\n\tx = 2\n}\n";
         assert_eq!(flags(src), vec![(3, "unused-import"), (6, "unused-variable")]);
+        let src = "package main\n\nfunc main() {\n\tfor i, v := range []int{1} {\n\t\t_ = v\n\t}\n}\n";
+        assert_eq!(flags(src), vec![(4, "unused-variable")]);
         // Deleting a use of a package makes its import unused.
         let src = "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() { fmt.Println(1) }\n";
         assert_eq!(flags(src), vec![(5, "unused-import")]);

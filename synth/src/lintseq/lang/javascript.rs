@@ -505,17 +505,9 @@ impl<'s> Walker<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lintseq::lang::Parser;
 
     fn flags(src: &str) -> Vec<(usize, &'static str)> {
-        let tree = Parser::new(&JavaScript).parse(src);
-        let mut v: Vec<(usize, &'static str)> = JavaScript
-            .check(src, &tree, &Context::default())
-            .into_iter()
-            .map(|f| (f.row + 1, f.rule))
-            .collect();
-        v.sort();
-        v
+        crate::lintseq::lang::flags_of(&JavaScript, src)
     }
 
     const CLEAN: &str = r#"import React, { useState as us } from 'react';

@@ -211,3 +211,16 @@ pub(crate) fn constructs_by_kind(tree: &Tree, table: &[(&str, &'static str)]) ->
     });
     out
 }
+
+/// The 1-based rows and rules `lang` flags in `src`, sorted (for the checkers' tests).
+#[cfg(test)]
+pub(crate) fn flags_of(lang: &dyn Language, src: &str) -> Vec<(usize, &'static str)> {
+    let tree = Parser::new(lang).parse(src);
+    let mut v: Vec<(usize, &'static str)> = lang
+        .check(src, &tree, &lang.context(src))
+        .into_iter()
+        .map(|f| (f.row + 1, f.rule))
+        .collect();
+    v.sort();
+    v
+}
