@@ -156,14 +156,28 @@ struct LogicalLine {
 }
 
 /// The logical lines of `src`. Blank and comment-only lines are not logical lines; tabs advance to
-/// the next multiple of 8, as CPython counts them.
+/// the next multiple of 8, as CPython counts them. A `\` continuation into a blank line or the end
+/// of the file ends the list with a line of impossible indentation at the backslash's row, which
+/// [`indentation_error`] reports.
 fn logical_lines(src: &str) -> Vec<LogicalLine> {
     let mut out = Vec::new();
     let mut depth = 0usize; // bracket depth
     let mut string: Option<(u8, bool)> = None; // (quote, triple)
     let mut continued = false; // inside a logical line that started on an earlier row
     let mut last = b' '; // last significant character of the current logical line
+    let mut dangling: Option<usize> = None; // a `\` continuation outside strings, by row
     for (row, line) in src.split('\n').enumerate() {
+        if let Some(r) = dangling.take()
+            && line.trim().is_empty()
+        {
+            // CPython joins the blank line and ends the statement there: a syntax error.
+            out.push(LogicalLine {
+                row: r,
+                indent: usize::MAX,
+                header: false,
+            });
+            return out;
+        }
         // Bytes: every character that matters is ASCII, and UTF-8 never reuses ASCII bytes.
         let chars = line.as_bytes();
         let mut i = 0;
@@ -235,10 +249,20 @@ fn logical_lines(src: &str) -> Vec<LogicalLine> {
         if matches!(string, Some((_, false))) && !backslash {
             string = None;
         }
+        if backslash && string.is_none() {
+            dangling = Some(row);
+        }
         continued = depth > 0 || backslash || string.is_some();
         if !continued && let Some(l) = out.last_mut() {
             l.header = last == b':';
         }
+    }
+    if let Some(r) = dangling {
+        out.push(LogicalLine {
+            row: r,
+            indent: usize::MAX,
+            header: false,
+        }); // `\` at the end of the file
     }
     out
 }
@@ -1447,6 +1471,8 @@ if __name__ == "__main__":
         // Continuation lines and strings are not logical lines.
         assert_eq!(flags("x = [\n        1,\n  2]\ny = '''\n  a\n'''\n"), vec![]);
         assert_eq!(flags("x = 1 + \\\n        2\n"), vec![]);
+        assert_eq!(flags("from a import b, \\\n\nx = 1\n"), vec![(1, "syntax")]);
+        assert_eq!(flags("x = 1\nfrom a import b, \\"), vec![(2, "syntax")]);
         assert_eq!(flags("def f():\n    y = \"a\\\nb\"\n    return y\n"), vec![]);
     }
 
