@@ -166,6 +166,65 @@ fn training_learns_resumes_exactly_and_exports() {
     assert_eq!(a, b);
 }
 
+fn assert_close_curve(a: &[(u64, f64)], b: &[(u64, f64)], rel: f64) {
+    assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() <= rel * x.1.abs(), "step {}: {} vs {}", x.0, x.1, y.1);
+    }
+}
+
+/// The fast path's engine, run on its CPU reference kernels in f32 (`train.kernels=reference`),
+/// trains the same curve as burn's autodiff: the same loss at every step and evaluation, through
+/// gradient accumulation, clipping, AdamW and the schedule. Its checkpoints are burn's: a run
+/// stopped on one path resumes on the other and repeats the uninterrupted curve.
+#[test]
+fn the_fast_engine_trains_the_burn_curve_and_checkpoints_interchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = run(d, &args("burn", "8", &["train.kernels=burn"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("kernels: burn"), "{:?}", text(&o));
+    let (burn, burn_eval) = curve(d, "burn");
+    let o = run(d, &args("fast", "8", &["train.kernels=reference"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("kernels: reference"), "{:?}", text(&o));
+    let (fast, fast_eval) = curve(d, "fast");
+    // f32 on both sides: only the order of sums differs.
+    assert_close_curve(&burn, &fast, 1e-4);
+    assert_close_curve(&burn_eval, &fast_eval, 1e-4);
+
+    // Stopped at step 4 on one path, resumed to 8 on the other, both ways.
+    for (name, first, second) in [("f2b", "reference", "burn"), ("b2f", "burn", "reference")] {
+        let o = run(d, &args(name, "4", &[&format!("train.kernels={first}")]));
+        assert!(o.status.success(), "{:?}", text(&o));
+        let runs = format!("runs/{name}");
+        let kernels = format!("train.kernels={second}");
+        let o = firebrand(d, &["train", "--resume", &runs, "train.max_steps=8", &kernels]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let (split, split_eval) = curve(d, name);
+        assert_close_curve(&burn, &split, 1e-4);
+        assert_close_curve(&burn_eval, &split_eval, 1e-4);
+    }
+
+    // The reference in bf16 (rounding as the GPU stores activations) stays close to f32.
+    let o = run(d, &args("bf16", "8", &["train.kernels=reference", "train.dtype=bf16"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (bf16, _) = curve(d, "bf16");
+    assert_close_curve(&burn, &bf16, 2e-2);
+
+    // What the fast path refuses, it names.
+    let o = run(d, &args("x", "2", &["train.kernels=fast"]));
+    assert!(
+        text(&o).1.contains("train.kernels = \"fast\" runs on CUDA"),
+        "{:?}",
+        text(&o)
+    );
+    let o = run(d, &args("x", "2", &["train.kernels=fast", "train.device=cuda"]));
+    assert!(text(&o).1.contains("set train.dtype = \"bf16\""), "{:?}", text(&o));
+}
+
 #[test]
 fn a_diverging_run_stops_with_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +282,9 @@ fn recipe_mistakes_are_named_before_any_work() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(
-        out.contains("109529856 parameters") && out.contains("device: cuda, f32"),
+        out.contains("109529856 parameters")
+            && out.contains("device: cuda, bf16")
+            && out.contains("kernels: fast (CUDA kernels and cuBLASLt"),
         "{out}"
     );
     let o = run(d, &args("x", "10", &["train.dtype=bf16", "--dry-run"]));

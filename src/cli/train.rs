@@ -311,6 +311,7 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
             say(line)
         }
         Event::Checkpoint(dir) => say(format!("checkpoint {}", dir.display())),
+        Event::Kernels(note) => say(note.clone()),
         Event::Reference(r) => {
             let line = format!(
                 "reference log-probs: {} pairs computed, {} reused from the dataset's cache",
@@ -326,7 +327,14 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
                 pb.println(format!("kernel cache: {}", dir.display()));
             }
             let device = burn::backend::cuda::CudaDevice::new(i);
-            if plan.recipe.train.dtype == "bf16" {
+            // On the fast path burn only holds the model between checkpoints: in f32, so the fp32
+            // master weights and moments are saved as they are (and initialised as the f32 path
+            // initialises them).
+            let t = &plan.recipe.train;
+            let fast = t.kernels != firebrand_train::recipe::Kernels::Burn
+                && t.dtype == "bf16"
+                && firebrand_train::fast::unsupported(&plan.recipe, &plan.config).is_none();
+            if plan.recipe.train.dtype == "bf16" && !fast {
                 train::<Autodiff<Cuda<half::bf16>>>(plan, &device, peak, on_event)
             } else {
                 train::<Autodiff<Cuda<f32>>>(plan, &device, peak, on_event)
@@ -509,5 +517,23 @@ fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Re
         flops_per_token(&plan.config, mean_len as usize) * mean_len * (t.max_steps * rows_per_step) as f64
     );
     println!("device: {}, {}", plan.recipe.train.device, plan.recipe.train.dtype);
+    println!("kernels: {}", planned_kernels(plan));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `train.kernels` will run, as far as the recipe decides it (the device's libraries are
+/// only checked when the run starts).
+fn planned_kernels(plan: &RunPlan) -> String {
+    use firebrand_train::recipe::Kernels;
+    let t = &plan.recipe.train;
+    let why_not = firebrand_train::fast::unsupported(&plan.recipe, &plan.config);
+    match (t.kernels, why_not) {
+        (Kernels::Burn, _) => "burn (train.kernels = \"burn\")".into(),
+        (Kernels::Reference, _) => "reference (the fast path's engine on CPU reference kernels)".into(),
+        (Kernels::Auto, _) if t.dtype != "bf16" => format!("burn (train.dtype = \"{}\")", t.dtype),
+        (Kernels::Auto, Some(why)) => format!("burn ({why})"),
+        (_, None) if !t.device.starts_with("cuda") && t.device != "gpu" => "burn (CPU)".into(),
+        (_, None) => "fast (CUDA kernels and cuBLASLt, bf16 matmuls with fp32 master weights)".into(),
+        (Kernels::Fast, Some(why)) => format!("fast is refused: {why}"),
+    }
 }

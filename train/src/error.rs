@@ -30,6 +30,9 @@ pub enum TrainError {
     /// Generation cannot run (empty prompt, bad sampling parameters, undecodable tokens).
     #[error("{0}")]
     Generate(String),
+    /// The fast CUDA path could not start or a device call failed.
+    #[error("fast CUDA path: {0}")]
+    Device(String),
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] firebrand_data::DataError),

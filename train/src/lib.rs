@@ -10,6 +10,7 @@ pub mod attention;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod fast;
 pub mod generate;
 pub mod hf;
 pub mod localist;

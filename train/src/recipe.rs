@@ -334,13 +334,35 @@ pub struct TrainSection {
     /// `cpu` or `cuda[:N]`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Float type of the whole run: `f32` (default), or `bf16` on CUDA. burn 0.21 has no mixed
-    /// precision, so `bf16` keeps weights, gradients and AdamW moments in bf16 too (an update
-    /// smaller than ~0.4% of a weight rounds away); checkpoints are written in f32 either way.
+    /// Float type of the run: `f32` (default), or `bf16` on CUDA. On the fast path (`kernels`),
+    /// `bf16` is mixed precision: bf16 matmuls with fp32 master weights, gradients and AdamW
+    /// moments. On the burn path, which has no mixed precision, `bf16` keeps weights, gradients
+    /// and moments in bf16 too (an update smaller than ~0.4% of a weight rounds away).
+    /// Checkpoints are written in f32 either way.
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Which implementation runs the training step (see [`Kernels`]).
+    #[serde(default)]
+    pub kernels: Kernels,
     /// Peak dense TFLOP/s of the device for MFU (default: a table by device; none on CPU).
     pub peak_tflops: Option<f64>,
+}
+
+/// Which implementation runs a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// The fast path when it can run the recipe (CUDA, `dtype = "bf16"`, SFT without
+    /// `[localist]`, head_dim 64 or 128), else burn.
+    #[default]
+    Auto,
+    /// The fast path (`fast/`: our CUDA kernels and cuBLASLt), or an error saying why not.
+    Fast,
+    /// burn's kernels (`Autodiff<Cuda>` or `Autodiff<NdArray>`).
+    Burn,
+    /// The fast path's engine on its CPU reference kernels: slow, for checking the engine
+    /// (`dtype = "bf16"` rounds as the GPU stores, `f32` does not).
+    Reference,
 }
 
 /// `[method]`.
@@ -595,6 +617,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "train.keep_last",
     "train.device",
     "train.peak_tflops",
+    "train.kernels",
 ];
 
 /// Levenshtein distance, for key suggestions.
@@ -641,6 +664,7 @@ const TEXT_KEYS: &[&str] = &[
     "train.schedule",
     "train.device",
     "train.dtype",
+    "train.kernels",
     "method.kind",
     "method.loss",
     "method.reference",
@@ -807,14 +831,41 @@ impl Recipe {
         if t.keep_last == 0 {
             return bad("train.keep_last must be at least 1");
         }
+        let cuda = t.device.starts_with("cuda") || t.device == "gpu";
         match t.dtype.as_str() {
             "f32" => {}
-            "bf16" if t.device.starts_with("cuda") || t.device == "gpu" => {}
+            "bf16" if cuda || t.kernels == Kernels::Reference => {}
             "bf16" => return bad("train.dtype = \"bf16\" needs train.device = \"cuda\" (burn's CPU backend runs f32)"),
             other => {
                 return Err(TrainError::Config(format!(
                     "train.dtype: unknown float type `{other}` (f32, bf16)"
                 )));
+            }
+        }
+        match t.kernels {
+            Kernels::Fast if !cuda => return bad("train.kernels = \"fast\" runs on CUDA: set train.device = \"cuda\""),
+            Kernels::Fast if t.dtype != "bf16" => {
+                return bad(
+                    "train.kernels = \"fast\" computes in bf16 with fp32 master weights: set train.dtype = \"bf16\" (or train.kernels = \"burn\" for f32)",
+                );
+            }
+            Kernels::Reference if cuda => {
+                return bad(
+                    "train.kernels = \"reference\" runs the fast path's CPU reference: set train.device = \"cpu\"",
+                );
+            }
+            _ => {}
+        }
+        if matches!(t.kernels, Kernels::Fast | Kernels::Reference) {
+            if !matches!(self.method, Method::Sft {}) {
+                return bad(
+                    "the fast path trains SFT; DPO and GRPO run on burn: set train.kernels = \"auto\" or \"burn\"",
+                );
+            }
+            if self.localist.is_some() {
+                return bad(
+                    "[localist] needs every layer's attention weights, which the fast path never forms: set train.kernels = \"burn\"",
+                );
             }
         }
         if let Some(dpo) = self.method.dpo() {
@@ -1139,6 +1190,35 @@ weight = 0.5
         )
         .unwrap();
         warm_up.check().unwrap();
+    }
+
+    #[test]
+    fn kernel_choices_are_checked() {
+        let err = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            Recipe::parse(BASE, "r", &o)
+                .unwrap()
+                .check()
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let ok = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            Recipe::parse(BASE, "r", &o).unwrap().check().unwrap();
+        };
+        assert_eq!(Recipe::parse(BASE, "r", &[]).unwrap().train.kernels, Kernels::Auto);
+        assert!(err(&["train.kernels=fast"]).contains("runs on CUDA"));
+        assert!(err(&["train.kernels=fast", "train.device=cuda"]).contains("set train.dtype = \"bf16\""));
+        ok(&["train.kernels=fast", "train.device=cuda", "train.dtype=bf16"]);
+        assert!(err(&["train.kernels=reference", "train.device=cuda"]).contains("train.device = \"cpu\""));
+        // The reference may emulate bf16 on the CPU; burn's CPU path may not.
+        ok(&["train.kernels=reference", "train.dtype=bf16"]);
+        assert!(err(&["train.dtype=bf16"]).contains("needs train.device"));
+        let e = Recipe::parse(BASE, "r", &["train.kernels=fastt".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,8 @@ fn pair_rows(ds: &Dataset, pairs: &[u64]) -> Result<Vec<TokensRow>, TrainError> 
 /// What the loop reports as it goes.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// Which kernels run the steps, and why (`kernels: fast (...)`, `kernels: burn (...)`).
+    Kernels(String),
     /// A step finished.
     Step(Box<StepMetrics>),
     /// An evaluation finished: step and mean loss per loss token.
@@ -309,6 +311,12 @@ pub fn train<B: AutodiffBackend>(
             Some(LocalistRun::new(c, plan.config.num_hidden_layers, tokenizer.as_ref())?)
         }
     };
+    // The fast path (`crate::fast`) takes over SFT's micro-batches, clipping and steps when it
+    // can run this recipe; it starts from the model and optimizer state just loaded.
+    let selection = crate::fast::select(&plan.recipe, &plan.config, &model, &optimizer)?;
+    on_event(&Event::Kernels(selection.note));
+    let mut fast = selection.fast;
+    let mut prefetched: Option<FastWindow> = None;
     let metrics_path = plan.run_dir.join("metrics.jsonl");
     let mut metrics = open_metrics(&metrics_path, plan.resume.then_some(state.step))?;
 
@@ -317,7 +325,17 @@ pub fn train<B: AutodiffBackend>(
     let mut last_checkpoint = checkpoint::list(&plan.run_dir)?.pop().map(|(_, p)| p);
     // The held-out evaluation of the model at a step (GRPO's state is lent per call: the loop
     // mutates it between evaluations).
-    let evaluate_at = |model: &Decoder<B>, step: usize, grpo: Option<&super::grpo_step::GrpoFlow<B>>| {
+    let evaluate_at = |model: &Decoder<B>,
+                       step: usize,
+                       grpo: Option<&super::grpo_step::GrpoFlow<B>>,
+                       fast: Option<&mut crate::fast::FastRun>| {
+        if let (Some(fast), Some(ds)) = (fast, ds.as_ref()) {
+            let loss = evaluate_fast(fast, ds, &eval_rows, t.micro_batch_size)?;
+            return Ok((
+                Event::Eval(step, loss),
+                serde_json::json!({"step": step, "eval/loss": loss}),
+            ));
+        }
         HeldOut {
             rows: &eval_rows,
             ds: ds.as_ref(),
@@ -329,7 +347,7 @@ pub fn train<B: AutodiffBackend>(
         .evaluate(model, step)
     };
     if t.eval_on_start && state.step == 0 && !eval_rows.is_empty() {
-        let (event, line) = evaluate_at(&model, 0, grpo.as_ref())?;
+        let (event, line) = evaluate_at(&model, 0, grpo.as_ref(), fast.as_mut())?;
         write_line(&mut metrics, &metrics_path, &line)?;
         on_event(&event);
     }
@@ -339,7 +357,7 @@ pub fn train<B: AutodiffBackend>(
         let mut attention: Vec<crate::localist::LayerMetrics> = Vec::new();
         let mut dpo_metrics = super::dpo::DpoMetrics::default();
         let mut grpo_metrics = None;
-        let (loss, mut grads, tokens, window_count, seq_len) = if let Some(flow) = grpo.as_mut() {
+        let (loss, grads, tokens, window_count, seq_len) = if let Some(flow) = grpo.as_mut() {
             // GRPO: a generation batch every μ steps, its micro-batches' gradients accumulated.
             let step = state.step;
             let consumed = &mut state.rows_consumed;
@@ -358,7 +376,41 @@ pub fn train<B: AutodiffBackend>(
                 on_event(&Event::Completions(w.logged));
             }
             grpo_metrics = Some(w.metrics);
-            (w.loss, w.grads, w.tokens, w.count, w.seq_len)
+            (w.loss, Some(w.grads), w.tokens, w.count, w.seq_len)
+        } else if let Some(fast) = fast.as_mut() {
+            let ds = ds.as_ref().expect("SFT reads a tokens dataset");
+            // 1. The window's micro-batches, prepared on the host (by the previous step, while the
+            //    device computed, when it could), and its count of loss tokens.
+            let window = match prefetched.take() {
+                Some(w) if w.start == state.rows_consumed => w,
+                _ => FastWindow::read(ds, &mut order, state.rows_consumed, state.step + 1, t)?,
+            };
+            state.rows_consumed = window.end;
+            let FastWindow { batches, seq_len, .. } = window;
+            let batches = batches?;
+            let window_count: usize = batches.iter().map(|b| b.count()).sum();
+            let tokens: usize = batches.iter().map(|b| b.tokens).sum();
+            // 2. Forward and backward of each, gradients accumulated on the device; the next
+            //    window is read while the last micro-batch runs.
+            let mut loss_sum = 0.0;
+            for (i, batch) in batches.iter().enumerate() {
+                if i + 1 < batches.len() {
+                    loss_sum += fast.train_micro_batch(batch, window_count)?;
+                    continue;
+                }
+                let queued = fast.queue_micro_batch(batch, window_count)?;
+                if state.step + 1 < t.max_steps {
+                    prefetched = Some(FastWindow::read(
+                        ds,
+                        &mut order,
+                        state.rows_consumed,
+                        state.step + 2,
+                        t,
+                    )?);
+                }
+                loss_sum += fast.finish(queued)?;
+            }
+            (loss_sum / window_count as f64, None, tokens, window_count, seq_len)
         } else {
             let ds = ds.as_ref().expect("SFT and DPO read a tokens dataset");
             // 1. The window's micro-batches, and its count of loss tokens.
@@ -418,10 +470,15 @@ pub fn train<B: AutodiffBackend>(
             } else {
                 loss_sum / window_count as f64
             };
-            (loss, accumulator.grads(), tokens, window_count, seq_len)
+            (loss, Some(accumulator.grads()), tokens, window_count, seq_len)
         };
         // 3. Clip, guard, step.
-        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip.filter(|c| *c > 0.0));
+        let max_norm = t.grad_clip.filter(|c| *c > 0.0);
+        let (grad_norm, mut grads) = match (grads, fast.as_mut()) {
+            (Some(mut grads), _) => (clip_global_norm(&model, &mut grads, max_norm), Some(grads)),
+            (None, Some(fast)) => (fast.grad_norm()?, None),
+            (None, None) => unreachable!("the burn path always has gradients"),
+        };
         if !loss.is_finite() || !grad_norm.is_finite() {
             let last = last_checkpoint
                 .as_ref()
@@ -440,7 +497,11 @@ pub fn train<B: AutodiffBackend>(
             t.min_lr_ratio,
             t.schedule,
         );
-        model = optimizer.step(lr, model, grads);
+        match (grads.take(), fast.as_mut()) {
+            (Some(grads), _) => model = optimizer.step(lr, model, grads),
+            (None, Some(fast)) => fast.step(lr, grad_norm, max_norm)?,
+            (None, None) => unreachable!("the burn path always has gradients"),
+        }
         state.step += 1;
         last_loss = loss;
         // 4. Log.
@@ -475,13 +536,16 @@ pub fn train<B: AutodiffBackend>(
         on_event(&Event::Step(Box::new(m)));
         // 5. Evaluate.
         if t.eval_every > 0 && state.step % t.eval_every == 0 && !eval_rows.is_empty() {
-            let (event, line) = evaluate_at(&model, state.step, grpo.as_ref())?;
+            let (event, line) = evaluate_at(&model, state.step, grpo.as_ref(), fast.as_mut())?;
             write_line(&mut metrics, &metrics_path, &line)?;
             on_event(&event);
         }
         // 6. Checkpoint.
         let due = t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0;
         if due || state.step == t.max_steps {
+            if let Some(fast) = fast.as_mut() {
+                (model, optimizer) = fast.to_burn(&plan.config, optimizer, device)?;
+            }
             let dir = save(plan, &model, &optimizer, &state)?;
             on_event(&Event::Checkpoint(dir.clone()));
             last_checkpoint = Some(dir);
@@ -489,7 +553,12 @@ pub fn train<B: AutodiffBackend>(
     }
     let checkpoint = match last_checkpoint {
         Some(p) => p,
-        None => save(plan, &model, &optimizer, &state)?,
+        None => {
+            if let Some(fast) = fast.as_mut() {
+                (model, optimizer) = fast.to_burn(&plan.config, optimizer, device)?;
+            }
+            save(plan, &model, &optimizer, &state)?
+        }
     };
     Ok(Summary {
         steps: state.step,
@@ -580,6 +649,64 @@ fn evaluate<B: AutodiffBackend>(
             Some(run) => sft::loss_localist(&valid, &b, &rows, run).1,
         };
         count += b.count;
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// One window of micro-batches for the fast path, read from the data order at `start`.
+struct FastWindow {
+    /// Data position of its first row.
+    start: u64,
+    /// Data position after its last row.
+    end: u64,
+    /// The micro-batches, or why the rows cannot be trained on (raised when the window is used).
+    batches: Result<Vec<crate::fast::batch::HostBatch>, TrainError>,
+    /// Longest row.
+    seq_len: usize,
+}
+
+impl FastWindow {
+    fn read(
+        ds: &Dataset,
+        order: &mut DataOrder,
+        start: u64,
+        step: usize,
+        t: &crate::recipe::TrainSection,
+    ) -> Result<Self, TrainError> {
+        let (mut pos, mut seq_len, mut batches) = (start, 0, Vec::with_capacity(t.grad_accum_steps));
+        let mut bad = None;
+        for _ in 0..t.grad_accum_steps {
+            let idx = order.take(pos, t.micro_batch_size);
+            pos += idx.len() as u64;
+            let rows: Vec<TokensRow> = ds.take(&idx)?;
+            seq_len = seq_len.max(rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0));
+            match crate::fast::batch::HostBatch::new(&rows) {
+                Ok(b) => batches.push(b),
+                Err(TrainError::Batch(m)) => {
+                    bad.get_or_insert(TrainError::Batch(format!("step {step}: rows {idx:?}: {m}")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(FastWindow {
+            start,
+            end: pos,
+            batches: match bad {
+                Some(e) => Err(e),
+                None => Ok(batches),
+            },
+            seq_len,
+        })
+    }
+}
+
+/// Mean loss per loss token over the held-out rows, on the fast path.
+fn evaluate_fast(fast: &mut crate::fast::FastRun, ds: &Dataset, rows: &[u64], batch: usize) -> Result<f64, TrainError> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for idx in rows.chunks(batch.max(1)) {
+        let (s, c) = fast.eval_rows(&ds.take(idx)?)?;
+        sum += s;
+        count += c;
     }
     Ok(sum / count.max(1) as f64)
 }

@@ -39,6 +39,33 @@ pub struct SftBatch<B: Backend> {
     pub tokens: usize,
 }
 
+/// The positions of `row` whose next token is a target, with that token (see the module doc).
+/// The row's columns must have equal lengths.
+pub fn counted_targets(row: &TokensRow) -> impl Iterator<Item = (usize, i32)> + '_ {
+    let same_document = |i: usize| {
+        let next = row.segment_ids[i + 1];
+        next == row.segment_ids[i] || !row.parents_of(next.max(0) as usize).is_empty()
+    };
+    (0..row.input_ids.len().saturating_sub(1))
+        .filter(move |&i| row.loss_mask[i + 1] && same_document(i))
+        .map(|i| (i, row.input_ids[i + 1]))
+}
+
+/// Checks that a row's columns have equal lengths.
+pub fn check_row(row: &TokensRow) -> Result<(), TrainError> {
+    let len = row.input_ids.len();
+    if row.loss_mask.len() != len || row.position_ids.len() != len || row.segment_ids.len() != len {
+        return Err(TrainError::Batch(format!(
+            "a tokens row has columns of different lengths ({} ids, {} mask bits, {} positions, {} segments)",
+            len,
+            row.loss_mask.len(),
+            row.position_ids.len(),
+            row.segment_ids.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Builds a micro-batch from rows.
 ///
 /// # Errors
@@ -61,31 +88,19 @@ pub fn collate<B: Backend>(rows: &[TokensRow], device: &B::Device) -> Result<Sft
     );
     let (mut count, mut tokens) = (0, 0);
     for (b, row) in rows.iter().enumerate() {
+        check_row(row)?;
         let len = row.input_ids.len();
-        if row.loss_mask.len() != len || row.position_ids.len() != len || row.segment_ids.len() != len {
-            return Err(TrainError::Batch(format!(
-                "a tokens row has columns of different lengths ({} ids, {} mask bits, {} positions, {} segments)",
-                len,
-                row.loss_mask.len(),
-                row.position_ids.len(),
-                row.segment_ids.len()
-            )));
-        }
         tokens += len;
         for i in 0..len {
             let k = b * t + i;
             ids[k] = row.input_ids[i] as i64;
             pos[k] = row.position_ids[i] as i64;
             seg[k] = row.segment_ids[i] as i64;
-            let same_document = |i: usize| {
-                let next = row.segment_ids[i + 1];
-                next == row.segment_ids[i] || !row.parents_of(next.max(0) as usize).is_empty()
-            };
-            if i + 1 < len && row.loss_mask[i + 1] && same_document(i) {
-                tgt[k] = row.input_ids[i + 1] as i64;
-                w[k] = 1.0;
-                count += 1;
-            }
+        }
+        for (i, target) in counted_targets(row) {
+            tgt[b * t + i] = target as i64;
+            w[b * t + i] = 1.0;
+            count += 1;
         }
     }
     if count == 0 {
