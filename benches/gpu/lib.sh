@@ -15,3 +15,23 @@ fb_data() {
   $FB data tokenize quickstart/chat.lance --tokenizer quickstart/tokenizer.json --max-len 1024 --pack \
       --out quickstart/tokens-1024.lance --overwrite | tail -1
 }
+fb_libs() {
+  # The fast path loads cuBLASLt and NVRTC at run time: from the system's CUDA when the loader
+  # finds them, else from the CUDA wheels beside PyTorch (added at the end of LD_LIBRARY_PATH).
+  local extra
+  extra=$(python3 - <<'PY'
+import glob, os, site
+dirs = []
+for root in site.getsitepackages() + ["/usr/local/cuda/lib64"]:
+    for pat in ["libcublasLt.so*", "libnvrtc.so*", "nvidia/*/lib/libcublasLt.so*", "nvidia/*/lib/libnvrtc.so*"]:
+        for f in sorted(glob.glob(os.path.join(root, pat))):
+            d = os.path.dirname(f)
+            if d not in dirs:
+                dirs.append(d)
+print(":".join(dirs))
+PY
+)
+  echo "loader cache: $(ldconfig -p | grep -oE 'lib(cublasLt|nvrtc)\.so[.0-9]*' | sort -u | tr '\n' ' ')"
+  echo "library folders added: $extra"
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra"
+}
