@@ -352,8 +352,9 @@ pub struct TrainSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
-    /// The fast path when it can run the recipe (CUDA, `dtype = "bf16"`, SFT without
-    /// `[localist]`, head_dim 64 or 128), else burn.
+    /// The fast path when it can run the recipe (CUDA of compute capability 8.0+ with NVRTC and
+    /// cuBLASLt, `dtype = "bf16"`, SFT without `[localist]`, head_dim 64 or 128, hidden and
+    /// intermediate sizes multiples of 8, kernels that fit the card's shared memory), else burn.
     #[default]
     Auto,
     /// The fast path (`fast/`: our CUDA kernels and cuBLASLt), or an error saying why not.

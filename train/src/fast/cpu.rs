@@ -130,10 +130,6 @@ impl Ops for CpuOps {
         Ok(self.get(src))
     }
 
-    fn download_i32(&mut self, src: View) -> Result<Vec<i32>, TrainError> {
-        Ok(self.get_i(src))
-    }
-
     fn zero(&mut self, dst: View) -> Result<(), TrainError> {
         match &mut self.bufs[dst.buf] {
             Store::F(x) => x[dst.offset..dst.offset + dst.len].fill(0.0),

@@ -184,9 +184,10 @@ impl Linear {
     }
 }
 
-/// Rounds up to a multiple of 64 elements (256-byte aligned fp32, 128-byte aligned bf16).
+/// Rounds up to a multiple of 128 elements: every tensor of the bf16 weight copy starts 256-byte
+/// aligned, the alignment cuBLASLt's heuristics may assume of an operand by default.
 fn align(x: usize) -> usize {
-    x.div_ceil(64) * 64
+    x.div_ceil(128) * 128
 }
 
 impl Layout {
@@ -481,7 +482,7 @@ pub struct Engine {
     pub steps: usize,
     adamw: AdamWConfig,
     /// Rows of logits per chunk of the loss.
-    pub logits_chunk: usize,
+    logits_chunk: usize,
 }
 
 /// A micro-batch whose work is queued on the device (see [`Engine::queue`]).
@@ -539,14 +540,6 @@ impl Engine {
             adamw,
             logits_chunk: 4096,
         })
-    }
-
-    fn entry(&self, name: &str) -> Result<&Entry, TrainError> {
-        self.layout
-            .entries
-            .iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| TrainError::Config(format!("fast path: no tensor `{name}` in the layout")))
     }
 
     /// Loads weights given by HF name in HF layout (as `hf::state_dict` returns them).
@@ -625,14 +618,6 @@ impl Engine {
     /// When the device cannot be read.
     pub fn moments(&mut self) -> Result<(Tensors, Tensors), TrainError> {
         Ok((self.read_flat(self.m)?, self.read_flat(self.v)?))
-    }
-
-    /// Shape of the tensor `name` (HF layout).
-    ///
-    /// # Errors
-    /// When the layout has no such tensor.
-    pub fn shape(&self, name: &str) -> Result<Vec<usize>, TrainError> {
-        Ok(self.entry(name)?.shape.clone())
     }
 
     /// Activations for at least `batch × seq`, reusing the current ones when they are large enough.

@@ -69,6 +69,11 @@ pub fn unsupported(recipe: &Recipe, config: &ModelConfig) -> Option<String> {
     None
 }
 
+/// Said when the fast path was planned but cannot start on this machine: the CLI picked burn's
+/// backend for the fast path (f32, to hold its fp32 master weights) before the device was opened.
+const F32: &str = "; burn runs in f32 here, with twice the memory of train.dtype = \"bf16\": \
+                   set train.kernels = \"burn\" for burn's bf16";
+
 /// A burn model with its AdamW state.
 pub type BurnState<B> = (Decoder<B>, OptimizerAdaptor<AdamW, Decoder<B>, B>);
 
@@ -133,6 +138,14 @@ pub fn select<B: AutodiffBackend>(
         ),
         (_, DeviceSpec::Cuda(i)) => match cuda::CudaOps::new(i) {
             Ok(ops) => {
+                if let Some(why) = ops.fits(config) {
+                    return match t.kernels {
+                        Kernels::Auto => burn(format!("{why}{F32}")),
+                        _ => Err(TrainError::Config(format!(
+                            "train.kernels = \"fast\": {why}; set train.kernels = \"auto\" or \"burn\""
+                        ))),
+                    };
+                }
                 let note = format!(
                     "kernels: fast ({}, sm_{}{}, kernels {}; bf16 matmuls, fp32 master weights)",
                     ops.name,
@@ -142,7 +155,7 @@ pub fn select<B: AutodiffBackend>(
                 );
                 (Box::new(ops), note)
             }
-            Err(e) if t.kernels == Kernels::Auto => return burn(format!("the fast path could not start: {e}")),
+            Err(e) if t.kernels == Kernels::Auto => return burn(format!("the fast path could not start: {e}{F32}")),
             Err(e) => return Err(e),
         },
         (_, DeviceSpec::Cpu) => return burn("train.device = \"cpu\"".into()),

@@ -177,8 +177,6 @@ pub trait Ops {
     fn upload(&mut self, dst: View, data: Host<'_>) -> Result<(), TrainError>;
     /// Reads `src` (F32 or Bf16) as floats; waits for the device.
     fn download(&mut self, src: View) -> Result<Vec<f32>, TrainError>;
-    /// Reads an I32 view; waits for the device.
-    fn download_i32(&mut self, src: View) -> Result<Vec<i32>, TrainError>;
     /// Sets `dst` to zero.
     fn zero(&mut self, dst: View) -> Result<(), TrainError>;
     /// `dst = bf16(src)`.

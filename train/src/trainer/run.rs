@@ -272,7 +272,7 @@ pub fn train<B: AutodiffBackend>(
         eps: t.eps,
         weight_decay: t.weight_decay,
     };
-    let mut optimizer = OptimizerAdaptor::<AdamW, Decoder<B>, B>::from(adamw);
+    let mut optimizer = OptimizerAdaptor::<AdamW, Decoder<B>, B>::from(adamw.clone());
     let (mut model, mut state) = if plan.resume {
         let (_, dir) = checkpoint::latest(&plan.run_dir)?;
         let text =
@@ -316,6 +316,12 @@ pub fn train<B: AutodiffBackend>(
     let selection = crate::fast::select(&plan.recipe, &plan.config, &model, &optimizer)?;
     on_event(&Event::Kernels(selection.note));
     let mut fast = selection.fast;
+    // On the fast path burn's AdamW moments are only needed at checkpoints, rebuilt from the
+    // engine there: an empty optimizer holds no device memory meanwhile.
+    let fresh_optimizer = || OptimizerAdaptor::<AdamW, Decoder<B>, B>::from(adamw.clone());
+    if fast.is_some() {
+        optimizer = fresh_optimizer();
+    }
     let mut prefetched: Option<FastWindow> = None;
     let metrics_path = plan.run_dir.join("metrics.jsonl");
     let mut metrics = open_metrics(&metrics_path, plan.resume.then_some(state.step))?;
@@ -547,6 +553,9 @@ pub fn train<B: AutodiffBackend>(
                 (model, optimizer) = fast.to_burn(&plan.config, optimizer, device)?;
             }
             let dir = save(plan, &model, &optimizer, &state)?;
+            if fast.is_some() {
+                optimizer = fresh_optimizer();
+            }
             on_event(&Event::Checkpoint(dir.clone()));
             last_checkpoint = Some(dir);
         }

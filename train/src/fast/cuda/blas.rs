@@ -4,12 +4,16 @@
 //!
 //! Our tensors are row-major and cuBLAS is column-major, so a row-major `out = op(a) · op(b)` is
 //! computed as the column-major `outᵀ = op(b)ᵀ · op(a)ᵀ`: cuBLAS's A is our `b`, its B our `a`,
-//! and its (M, N) our (n, m). One plan per shape is kept for the process (a training run has a
-//! dozen shapes). Autotuning: the heuristic's first eight algorithms for a shape are each timed
-//! (median of three, CUDA events, into a scratch output so no real result is touched) and the
-//! fastest is kept; the choice is stored in a small file beside the kernel cache, keyed by card
-//! and cuBLASLt version, so later processes skip the timing. Shapes that vary from batch to batch
-//! (the loss rows of packed data) share one choice per power-of-two bucket.
+//! and its (M, N) our (n, m). One plan per shape is kept for the process: a dozen model shapes,
+//! plus three per distinct count of loss rows in the last chunk of the cross-entropy (packed data
+//! makes up to a few thousand of these over a long run: host descriptors of a few hundred bytes
+//! each and one heuristic query per new count). Autotuning: the heuristic's first eight algorithms
+//! for a shape are each timed (median of three, CUDA events, into a scratch output so no real
+//! result is touched) and the fastest is kept; the choice is stored in a small file beside the
+//! kernel cache, keyed by card and cuBLASLt version, so later processes skip the timing. Shapes
+//! that vary from batch to batch share one choice per power-of-two bucket; the choice is a rank in
+//! the heuristic's list, which for another shape of the bucket may name another (still valid)
+//! algorithm: tuning for those shapes is approximate.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -51,8 +55,6 @@ pub struct Blas {
     tune_file: Option<PathBuf>,
     /// Scratch output for timing candidates.
     scratch: (CUdeviceptr, usize),
-    /// Algorithms timed so far in this process (for reports).
-    pub timed: usize,
 }
 
 /// Candidates the heuristic is asked for.
@@ -170,7 +172,6 @@ impl Blas {
             tuned,
             tune_file,
             scratch: (0, 0),
-            timed: 0,
         })
     }
 
@@ -356,7 +357,6 @@ impl Blas {
                 times.push(t);
             }
             times.sort_by(f32::total_cmp);
-            self.timed += 1;
             if times[1] < best.0 {
                 best = (times[1], i);
             }

@@ -2,10 +2,12 @@
 //!
 //! The source is embedded in the binary and compiled at run time (the build machine needs no CUDA
 //! toolkit). NVRTC compiles straight to machine code (`sm_XY`, a cubin), so the driver does not
-//! JIT any PTX and a newer NVRTC than the driver still works. The cubin is kept under the kernel
-//! cache folder (`device::configure_kernel_cache`, shared with burn-cuda's) in a file named by a
+//! JIT any PTX; an NVRTC of the driver's CUDA major version or older is needed (a cubin from a
+//! newer major version may not load: `CudaOps::new` then reports it). The cubin is kept under the
+//! kernel cache folder (`device::configure_kernel_cache`, shared with burn-cuda's) in a file named by a
 //! hash of the source, the architecture, the options and NVRTC's version; the second process
-//! loads it in milliseconds.
+//! loads it in milliseconds. A cached file that is not a whole ELF image (a write cut short) is
+//! compiled again, and so is one the driver refuses (`fresh`).
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::{Path, PathBuf};
@@ -53,12 +55,13 @@ pub fn nvrtc_version() -> Result<(i32, i32), TrainError> {
     Ok((major, minor))
 }
 
-/// The cubin of `source` for compute capability `cc` (e.g. `(9, 0)`), from `cache` when there, else
-/// compiled and stored there. Returns the cubin and whether it came from the cache.
+/// The cubin of `source` for compute capability `cc` (e.g. `(9, 0)`), from `cache` when there (and
+/// not `fresh`), else compiled and stored there. Returns the cubin and whether it came from the
+/// cache.
 ///
 /// # Errors
 /// When NVRTC is missing or the compilation fails (the log is in the message).
-pub fn cubin(source: &str, cc: (i32, i32), cache: Option<&Path>) -> Result<(Vec<u8>, bool), TrainError> {
+pub fn cubin(source: &str, cc: (i32, i32), cache: Option<&Path>, fresh: bool) -> Result<(Vec<u8>, bool), TrainError> {
     let version = nvrtc_version()?;
     let arch = format!("--gpu-architecture=sm_{}{}", cc.0, cc.1);
     let key = fnv1a(&[
@@ -69,8 +72,9 @@ pub fn cubin(source: &str, cc: (i32, i32), cache: Option<&Path>) -> Result<(Vec<
     ]);
     let file: Option<PathBuf> = cache.map(|d| d.join(format!("firebrand-fast-{key:016x}.cubin")));
     if let Some(f) = &file
+        && !fresh
         && let Ok(bytes) = std::fs::read(f)
-        && !bytes.is_empty()
+        && whole_elf(&bytes)
     {
         return Ok((bytes, true));
     }
@@ -86,6 +90,27 @@ pub fn cubin(source: &str, cc: (i32, i32), cache: Option<&Path>) -> Result<(Vec<
         }
     }
     Ok((bytes, false))
+}
+
+/// Whether `bytes` is a whole 64-bit ELF image: the magic, and the section header table (which
+/// the linker writes last) inside the file. The driver reads a cubin without being told its length.
+fn whole_elf(bytes: &[u8]) -> bool {
+    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u64);
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return false;
+    }
+    match (u64_at(0x28), u16_at(0x3a), u16_at(0x3c)) {
+        (Some(shoff), Some(shentsize), Some(shnum)) => shoff
+            .checked_add(shentsize * shnum)
+            .is_some_and(|end| end <= bytes.len() as u64),
+        _ => false,
+    }
 }
 
 fn compile(source: &str, arch: &str) -> Result<Vec<u8>, TrainError> {
@@ -167,6 +192,31 @@ mod tests {
         assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
     }
 
+    /// A 64-bit ELF header whose section table ends at `end` (of a file of `len` bytes).
+    fn elf(len: usize, shoff: u64, shentsize: u16, shnum: u16) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        b[0x3a..0x3c].copy_from_slice(&shentsize.to_le_bytes());
+        b[0x3c..0x3e].copy_from_slice(&shnum.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_cut_short_or_foreign_cache_file_is_not_a_cubin() {
+        assert!(whole_elf(&elf(1064, 104, 64, 15)));
+        assert!(!whole_elf(&elf(1063, 104, 64, 15)), "section table past the end");
+        assert!(!whole_elf(&elf(1064, u64::MAX, 64, 15)), "offset overflow");
+        let mut text = elf(1064, 104, 64, 15);
+        text[0] = b'#';
+        assert!(!whole_elf(&text));
+        let mut elf32 = elf(1064, 104, 64, 15);
+        elf32[4] = 1;
+        assert!(!whole_elf(&elf32));
+        assert!(!whole_elf(&[]) && !whole_elf(b"\x7fELF"));
+    }
+
     /// Where NVRTC is installed (a CUDA toolkit, or pip's nvidia-cuda-nvrtc on LD_LIBRARY_PATH),
     /// the embedded kernels compile for Hopper and for Ampere; elsewhere the test says so and passes.
     #[test]
@@ -176,9 +226,10 @@ mod tests {
             return;
         }
         for cc in [(9, 0), (8, 0)] {
-            let (bin, cached) = cubin(SOURCE, cc, None).unwrap_or_else(|e| panic!("sm_{}{}: {e}", cc.0, cc.1));
+            let (bin, cached) = cubin(SOURCE, cc, None, false).unwrap_or_else(|e| panic!("sm_{}{}: {e}", cc.0, cc.1));
             assert!(!cached);
-            assert!(bin.len() > 1000 && &bin[..4] == b"\x7fELF", "a cubin is an ELF file");
+            assert!(bin.len() > 1000 && whole_elf(&bin), "a cubin is a whole ELF file");
+            assert!(!whole_elf(&bin[..bin.len() - 1]), "one byte short is not");
         }
     }
 }

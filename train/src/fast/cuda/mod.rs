@@ -18,6 +18,7 @@ use half::bf16;
 
 use super::ops::{AdamWArgs, AttnMask, AttnShape, DType, Gemm, Host, Ops, View};
 use crate::error::TrainError;
+use crate::model::ModelConfig;
 
 fn derr(what: &str, e: impl std::fmt::Debug) -> TrainError {
     TrainError::Device(format!("{what}: {e:?}"))
@@ -99,6 +100,8 @@ pub struct CudaOps {
     bufs: Vec<Option<CUdeviceptr>>,
     scratch: (CUdeviceptr, usize),
     sms: u32,
+    /// Dynamic shared memory one block may use (opt-in limit).
+    max_smem: u32,
     /// Name of the card.
     pub name: String,
     /// Compute capability.
@@ -108,6 +111,29 @@ pub struct CudaOps {
 }
 
 impl CudaOps {
+    /// Why this device cannot run `config`'s step, if it cannot: kernels whose shared memory
+    /// exceeds the card's per-block limit (on cards of 99 KiB, such as sm_86/sm_89, head_dim 128's
+    /// attention backward does not fit; the general RMSNorm backward needs 16 bytes per hidden
+    /// unit).
+    pub fn fits(&self, config: &ModelConfig) -> Option<String> {
+        let d = config.head_dim;
+        if let Some(need) = flash_smem(d).into_iter().max().filter(|&s| s > self.max_smem) {
+            return Some(format!(
+                "head_dim {d}: the attention kernels need {need} bytes of shared memory per block and {} allows {}",
+                self.name, self.max_smem
+            ));
+        }
+        let h = config.hidden_size;
+        let need = (4 * h * 4) as u32;
+        if self.reg_norm(h).is_none() && need > self.max_smem {
+            return Some(format!(
+                "hidden_size {h}: the RMSNorm backward needs {need} bytes of shared memory per block and {} allows {}",
+                self.name, self.max_smem
+            ));
+        }
+        None
+    }
+
     /// Opens CUDA device `ordinal`, loads (or compiles) the kernels and cuBLASLt.
     ///
     /// # Errors
@@ -134,10 +160,23 @@ impl CudaOps {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(|e| derr("shared memory limit", e))?;
         let cache = crate::device::configure_kernel_cache();
-        let (cubin, cached) = compile::cubin(compile::SOURCE, cc, cache.as_deref())?;
-        let module = ctx
-            .load_module(Ptx::from_binary(cubin))
-            .map_err(|e| derr("loading the kernels", e))?;
+        let (cubin, mut cached) = compile::cubin(compile::SOURCE, cc, cache.as_deref(), false)?;
+        let module = match ctx.load_module(Ptx::from_binary(cubin)) {
+            Ok(m) => m,
+            // A cached cubin this driver refuses (written under another driver or NVRTC): compile
+            // afresh, replacing it.
+            Err(_) if cached => {
+                cached = false;
+                let (cubin, _) = compile::cubin(compile::SOURCE, cc, cache.as_deref(), true)?;
+                ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| {
+                    derr(
+                        "loading the freshly compiled kernels (is NVRTC newer than the driver's CUDA?)",
+                        e,
+                    )
+                })?
+            }
+            Err(e) => return Err(derr("loading the kernels (is NVRTC newer than the driver's CUDA?)", e)),
+        };
         let f = |name: &str| {
             module
                 .load_function(name)
@@ -152,7 +191,7 @@ impl CudaOps {
             ];
             for (func, smem) in fns.iter().zip(flash_smem(d)) {
                 if smem as i32 > max_smem {
-                    continue; // this head dimension is refused at launch time
+                    continue; // this head dimension is refused by `CudaOps::fits`
                 }
                 // All of the unified L1/shared memory as shared: the default carveout held the
                 // attention kernels to fewer resident blocks than their registers allow.
@@ -216,6 +255,7 @@ impl CudaOps {
             bufs: Vec::new(),
             scratch: (0, 0),
             sms,
+            max_smem: max_smem.max(0) as u32,
             name,
             cc,
             cached,
@@ -457,16 +497,6 @@ impl Ops for CudaOps {
             DType::I32 => return Err(TrainError::Device("float download of an integer view".into())),
         };
         Ok(out)
-    }
-
-    fn download_i32(&mut self, src: View) -> Result<Vec<i32>, TrainError> {
-        self.bind()?;
-        let mut v = vec![0i32; src.len];
-        // SAFETY: the view holds `len` ints; the stream is synchronized before reading.
-        unsafe { dr::memcpy_dtoh_async(&mut v, self.ptr(src)?, self.stream.cu_stream()) }
-            .map_err(|e| derr("download", e))?;
-        self.synchronize()?;
-        Ok(v)
     }
 
     fn zero(&mut self, dst: View) -> Result<(), TrainError> {
