@@ -217,6 +217,16 @@ mod tests {
         assert!(!whole_elf(&[]) && !whole_elf(b"\x7fELF"));
     }
 
+    /// A real linker's output (this test binary) passes; so the check does not refuse whole cubins,
+    /// which NVRTC links the same way.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_whole_elf_file_is_accepted() {
+        let exe = std::fs::read("/proc/self/exe").expect("the test binary is readable");
+        assert!(whole_elf(&exe));
+        assert!(!whole_elf(&exe[..exe.len() / 2]));
+    }
+
     /// Where NVRTC is installed (a CUDA toolkit, or pip's nvidia-cuda-nvrtc on LD_LIBRARY_PATH),
     /// the embedded kernels compile for Hopper and for Ampere; elsewhere the test says so and passes.
     #[test]
