@@ -1,6 +1,6 @@
 //! The CLI as a user runs it: help, plain errors with exit code 2, the quickstart, data commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn firebrand(dir: &Path, args: &[&str]) -> Output {
@@ -9,6 +9,15 @@ pub fn firebrand(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// This package's folder, read when the test runs (cargo sets `CARGO_MANIFEST_DIR` then): a test
+/// binary reused from a target directory that another checkout shares must read this checkout's
+/// files, not those of the path it was compiled in.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 pub fn text(o: &Output) -> (String, String) {
@@ -66,6 +75,31 @@ fn a_bad_import_prints_file_line_field_and_exits_2() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("unknown dataset kind `chats`"));
+}
+
+/// Output into a pipe whose reader has gone (`... | head -1`) ends the command quietly, with
+/// success, not with a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}]}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firebrand"))
+        .current_dir(dir.path())
+        .args(["data", "import", "in.jsonl", "--out", "c.lance"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line is printed
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(o.status.success(), "{:?} {err}", o.status);
+    assert!(dir.path().join("c.lance").exists(), "the work itself was done");
 }
 
 #[test]

@@ -11,14 +11,16 @@ use firebrand_synth::lintseq;
 
 use crate::cli::{firebrand, text};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/lintseq");
+fn corpus_dir() -> std::path::PathBuf {
+    crate::cli::manifest_dir().join("assets/lintseq")
+}
 
 /// The corpus copied into `dir/src`, plus programs every drop reason applies to.
 fn corpus(dir: &Path) -> usize {
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("nested")).unwrap();
     let mut programs = 0;
-    for entry in std::fs::read_dir(CORPUS).unwrap() {
+    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_owned();
         std::fs::copy(&path, src.join(&name)).unwrap();

@@ -7,12 +7,17 @@ use firebrand_data::records::CompletionRow;
 
 use crate::cli::{firebrand, text};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/synth/tests/fixtures/mig");
+fn fixtures() -> String {
+    crate::cli::manifest_dir()
+        .join("synth/tests/fixtures/mig")
+        .display()
+        .to_string()
+}
 
 /// The example pool as `completion` JSONL (labels and score kept), plus `extra` rows.
 fn write_pool(d: &std::path::Path, extra: &[&str]) {
     let mut out = String::new();
-    for line in std::fs::read_to_string(format!("{FIXTURES}/example/pool.jsonl"))
+    for line in std::fs::read_to_string(format!("{}/example/pool.jsonl", fixtures()))
         .unwrap()
         .lines()
     {
@@ -34,7 +39,7 @@ fn write_pool(d: &std::path::Path, extra: &[&str]) {
 
 fn reference_picks() -> Vec<String> {
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}/example/reference_t0.5.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/example/reference_t0.5.json", fixtures())).unwrap())
             .unwrap();
     v["picks"]
         .as_array()
@@ -112,7 +117,7 @@ fn bad_inputs_are_counted_or_refused() {
         ],
     );
     // Vectors for only the example's labels: the new label has none.
-    std::fs::copy(format!("{FIXTURES}/example/vectors.jsonl"), d.join("v.jsonl")).unwrap();
+    std::fs::copy(format!("{}/example/vectors.jsonl", fixtures()), d.join("v.jsonl")).unwrap();
     let base = [
         "synth",
         "mig",
@@ -155,7 +160,7 @@ fn bad_inputs_are_counted_or_refused() {
         d2,
         &[r#"{"id": "unknown", "prompt": "q", "completion": "a", "labels": ["no such label anywhere"], "score": 2.0}"#],
     );
-    std::fs::copy(format!("{FIXTURES}/example/vectors.jsonl"), d2.join("v.jsonl")).unwrap();
+    std::fs::copy(format!("{}/example/vectors.jsonl", fixtures()), d2.join("v.jsonl")).unwrap();
     let o = firebrand(
         d2,
         &[

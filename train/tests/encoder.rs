@@ -20,7 +20,11 @@ fn model_dir() -> PathBuf {
 
 #[test]
 fn minilm_vectors_match_sentence_transformers() {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // Read at run time (see `tests/cli.rs::manifest_dir` at the workspace root).
+    let fixtures = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures");
     let expected: Vec<(String, Vec<f32>)> = std::fs::read_to_string(fixtures.join("minilm_vectors.jsonl"))
         .unwrap()
         .lines()

@@ -1,7 +1,7 @@
 //! Hugging Face interop: logits against transformers' own on fixtures it saved, and save → load
 //! round trips (single file and sharded) with identical logits.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,7 +10,12 @@ use firebrand_train::{Decoder, hf};
 type B = NdArray<f32>;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    // Read at run time (see `tests/cli.rs::manifest_dir` at the workspace root).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn ints(rows: &[Vec<i64>]) -> Tensor<B, 2, Int> {

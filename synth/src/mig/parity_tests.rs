@@ -14,7 +14,10 @@ use super::{Gain, GraphOptions, LabelGraph, LabelVectors, Phi, Pool, PoolOptions
 const TIE: f64 = 2e-7;
 
 fn fixture(path: &str) -> String {
-    let full = format!("{}/tests/fixtures/mig/{path}", env!("CARGO_MANIFEST_DIR"));
+    // Read at run time: a test binary reused from a target directory that another checkout shares
+    // must read this checkout's fixtures.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let full = format!("{dir}/tests/fixtures/mig/{path}");
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 
