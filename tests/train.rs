@@ -166,6 +166,58 @@ fn training_learns_resumes_exactly_and_exports() {
     assert_eq!(a, b);
 }
 
+/// `--dry-run --rows FILE` lists the rows each step reads, as the run reads them: every step's
+/// listed rows hold the tokens and counted targets that the run's metrics report for that step
+/// (through several epochs, each in its own order), and no held-out row is listed.
+#[test]
+fn the_dry_run_lists_the_rows_each_step_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let o = run(d, &args("rows", "12", &["--dry-run", "--rows", "rows.jsonl"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("rows of 12 steps: rows.jsonl"), "{:?}", text(&o));
+    assert!(!d.join("runs/rows").exists(), "a dry run trains nothing");
+    let o = run(d, &args("rows", "12", &[]));
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    let ds = firebrand_data::Dataset::open(d.join("qs/tokens.lance")).unwrap();
+    let metrics = std::fs::read_to_string(d.join("runs/rows/metrics.jsonl")).unwrap();
+    let metrics: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .collect();
+    let listed = std::fs::read_to_string(d.join("rows.jsonl")).unwrap();
+    let listed: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 12);
+    let (mut seen, mut loss_tokens) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for (step, m) in listed.iter().zip(&metrics) {
+        assert_eq!(step["step"], m["step"]);
+        let micro_batches = step["micro_batches"].as_array().unwrap();
+        assert_eq!(micro_batches.len(), 2, "grad_accum_steps micro-batches");
+        let ids: Vec<u64> = micro_batches
+            .iter()
+            .flat_map(|mb| mb.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(ids.len(), 8);
+        let rows: Vec<firebrand_data::TokensRow> = ds.take(&ids).unwrap();
+        let tokens: usize = rows.iter().map(|r| r.input_ids.len()).sum();
+        let counted: usize = rows
+            .iter()
+            .map(|r| firebrand_train::trainer::sft::counted_targets(r).count())
+            .sum();
+        assert_eq!(m["tokens"].as_u64(), Some(tokens as u64), "step {}", step["step"]);
+        assert_eq!(m["loss_tokens"].as_u64(), Some(counted as u64), "step {}", step["step"]);
+        seen.extend(ids);
+        loss_tokens.insert(counted);
+    }
+    // The check tells orders apart: steps differ in their counted targets.
+    assert!(loss_tokens.len() > 3, "{loss_tokens:?}");
+    // 96 rows read from 22 training rows: all of them, and never the 3 held out.
+    assert_eq!(seen.len(), ds.len().unwrap() as usize - 3);
+}
+
 fn assert_close_curve(a: &[(u64, f64)], b: &[(u64, f64)], rel: f64) {
     assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
     for (x, y) in a.iter().zip(b) {
@@ -268,7 +320,8 @@ fn recipe_mistakes_are_named_before_any_work() {
     );
     assert!(!d.join("runs/x").exists(), "a dry run writes nothing");
     // Every shipped recipe resolves (the GPU one only as a dry run here: CI has no GPU).
-    let gpu = concat!(env!("CARGO_MANIFEST_DIR"), "/recipes/sft-125m.toml");
+    let gpu = crate::cli::manifest_dir().join("recipes/sft-125m.toml");
+    let gpu = gpu.to_str().unwrap();
     let o = firebrand(
         d,
         &[

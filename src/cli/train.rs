@@ -23,6 +23,10 @@ pub struct TrainArgs {
     /// Print the resolved recipe, parameter count, tokens per step and data plan; train nothing.
     #[arg(long)]
     dry_run: bool,
+    /// With --dry-run: write the dataset rows each step reads to this file, one JSON line per step
+    /// ({"step": 1, "micro_batches": [[row, ...], ...]}; DPO: pair k is rows 2k and 2k+1).
+    #[arg(long, requires = "dry_run", value_name = "FILE")]
+    rows: Option<PathBuf>,
     /// Continue the run in this folder (e.g. checkpoints/sft-tiny) from its latest checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -101,7 +105,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if plan.recipe.stages.is_empty() {
-        return run_plan(plan, &overrides, a.dry_run).map(|_| ExitCode::SUCCESS);
+        return run_plan(plan, &overrides, a.dry_run, a.rows.as_deref()).map(|_| ExitCode::SUCCESS);
+    }
+    if a.rows.is_some() {
+        bail!("--rows lists one run's rows: give it one stage's recipe (this recipe has [[stages]])");
     }
     // Stages in order, each from the previous one's final checkpoint.
     let base = plan;
@@ -148,7 +155,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
             run_dir,
             resume: false,
         };
-        if let Some(checkpoint) = run_plan(plan, &overrides, a.dry_run)? {
+        if let Some(checkpoint) = run_plan(plan, &overrides, a.dry_run, None)? {
             init = Some(checkpoint);
         }
     }
@@ -156,7 +163,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Checks, prepares and trains one run (or prints its plan); returns its final checkpoint.
-fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Result<Option<PathBuf>> {
+fn run_plan(
+    plan: RunPlan,
+    overrides: &[String],
+    dry_run: bool,
+    rows_out: Option<&Path>,
+) -> anyhow::Result<Option<PathBuf>> {
     plan.recipe.check()?;
     let device: DeviceSpec = plan
         .recipe
@@ -179,6 +191,9 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
     if let Some(grpo) = plan.recipe.method.grpo() {
         // The prompts are tokenized when they load; a query's result is written once per run.
         data::prepare(&plan.recipe, work_dir, plan.resume, |_| {})?;
+        if rows_out.is_some() {
+            bail!("--rows: GRPO draws its prompts per generation batch; it lists SFT and DPO rows");
+        }
         if dry_run {
             let shown = print_grpo_plan(&plan, grpo, work_dir, overrides);
             if let Some(dir) = &scratch {
@@ -219,7 +234,7 @@ fn run_plan(plan: RunPlan, overrides: &[String], dry_run: bool) -> anyhow::Resul
             v => check_vocab(&ds, v),
         });
     if dry_run {
-        let shown = checked.and_then(|()| print_plan(&plan, &tokens, overrides));
+        let shown = checked.and_then(|()| print_plan(&plan, &tokens, overrides, rows_out));
         if let Some(dir) = &scratch {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -321,24 +336,24 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
         }
     };
     let summary = match device {
-        DeviceSpec::Cpu => train::<Autodiff<NdArray<f32>>>(plan, &Default::default(), peak, on_event),
+        DeviceSpec::Cpu => firebrand_train::fast::choose(&plan.recipe, &plan.config)
+            .and_then(|k| train::<Autodiff<NdArray<f32>>>(plan, k, &Default::default(), peak, on_event)),
         DeviceSpec::Cuda(i) => {
             if let Some(dir) = firebrand_train::device::configure_kernel_cache() {
                 pb.println(format!("kernel cache: {}", dir.display()));
             }
             let device = burn::backend::cuda::CudaDevice::new(i);
-            // On the fast path burn only holds the model between checkpoints: in f32, so the fp32
-            // master weights and moments are saved as they are (and initialised as the f32 path
-            // initialises them).
-            let t = &plan.recipe.train;
-            let fast = t.kernels != firebrand_train::recipe::Kernels::Burn
-                && t.dtype == "bf16"
-                && firebrand_train::fast::unsupported(&plan.recipe, &plan.config).is_none();
-            if plan.recipe.train.dtype == "bf16" && !fast {
-                train::<Autodiff<Cuda<half::bf16>>>(plan, &device, peak, on_event)
-            } else {
-                train::<Autodiff<Cuda<f32>>>(plan, &device, peak, on_event)
-            }
+            // The kernels are chosen (and the fast path's device opened) first: on the fast path
+            // burn only holds the model between checkpoints, in f32, so the fp32 master weights
+            // and moments are saved as they are (and initialised as the f32 path initialises
+            // them); burn's own steps run in train.dtype.
+            firebrand_train::fast::choose(&plan.recipe, &plan.config).and_then(|k| {
+                if plan.recipe.train.dtype == "bf16" && !k.is_fast() {
+                    train::<Autodiff<Cuda<half::bf16>>>(plan, k, &device, peak, on_event)
+                } else {
+                    train::<Autodiff<Cuda<f32>>>(plan, k, &device, peak, on_event)
+                }
+            })
         }
     };
     pb.finish_and_clear();
@@ -458,7 +473,12 @@ fn check_vocab(ds: &Dataset, vocab: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Result<ExitCode> {
+fn print_plan(
+    plan: &RunPlan,
+    tokens: &Path,
+    overrides: &[String],
+    rows_out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let t = &plan.recipe.train;
     println!("# resolved recipe{}", overrides_note(overrides));
     println!("{}", plan.recipe.to_toml());
@@ -518,6 +538,16 @@ fn print_plan(plan: &RunPlan, tokens: &Path, overrides: &[String]) -> anyhow::Re
     );
     println!("device: {}, {}", plan.recipe.train.device, plan.recipe.train.dtype);
     println!("kernels: {}", planned_kernels(plan));
+    if let Some(path) = rows_out {
+        let steps = firebrand_train::trainer::run::step_rows(&plan.recipe, rows as u64, t.max_steps);
+        let mut text = String::new();
+        for (i, micro_batches) in steps.iter().enumerate() {
+            text.push_str(&serde_json::json!({"step": i + 1, "micro_batches": micro_batches}).to_string());
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("rows of {} steps: {}", steps.len(), path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

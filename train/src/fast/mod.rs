@@ -19,9 +19,10 @@
 //! - `check.rs` — `firebrand bench kernels`: every CUDA kernel against the reference, the whole
 //!   step against burn's autodiff, and timings.
 //!
-//! The shared loop (`trainer/run.rs`) stays the one loop: it asks [`select`] whether the fast path
-//! runs this recipe, and if so hands it the micro-batches, the clip and the step; data order,
-//! schedules, evaluation, metrics and checkpoints are the loop's. `train.kernels` chooses (see
+//! The shared loop (`trainer/run.rs`) stays the one loop. [`choose`] decides, before burn's backend
+//! is picked, whether the fast path runs this recipe; [`select`] starts it from the loaded model;
+//! the loop then hands it the micro-batches, the clip and the step. Data order, schedules,
+//! evaluation, metrics and checkpoints are the loop's. `train.kernels` chooses (see
 //! `recipe::Kernels`).
 
 pub mod batch;
@@ -69,11 +70,6 @@ pub fn unsupported(recipe: &Recipe, config: &ModelConfig) -> Option<String> {
     None
 }
 
-/// Said when the fast path was planned but cannot start on this machine: the CLI picked burn's
-/// backend for the fast path (f32, to hold its fp32 master weights) before the device was opened.
-const F32: &str = "; burn runs in f32 here, with twice the memory of train.dtype = \"bf16\": \
-                   set train.kernels = \"burn\" for burn's bf16";
-
 /// A burn model with its AdamW state.
 pub type BurnState<B> = (Decoder<B>, OptimizerAdaptor<AdamW, Decoder<B>, B>);
 
@@ -83,44 +79,52 @@ pub struct FastRun {
     pub engine: Engine,
 }
 
-/// What [`select`] decided, and a line saying so.
-pub struct Selection {
-    /// The fast path, or `None` for burn.
-    pub fast: Option<FastRun>,
+/// The kernels a run will use, decided and the device opened by [`choose`] before burn's backend
+/// is picked: on the fast path burn holds the model between checkpoints in f32 (the fp32 master
+/// weights and moments are saved as they are), otherwise in `train.dtype`. Deciding first means a
+/// fast path that cannot start falls back to burn in the recipe's precision, not in f32.
+pub struct Choice {
+    ops: Option<Box<dyn ops::Ops>>,
     /// `kernels: fast (NVIDIA H200, sm_90, ...)` or why burn runs.
     pub note: String,
 }
 
-/// Decides which kernels run `recipe` and starts the fast path when chosen, with the weights and
-/// AdamW moments of `model` and `optimizer` (fresh or resumed).
+impl Choice {
+    /// Whether the fast path's engine runs the steps (burn's model is then f32).
+    pub fn is_fast(&self) -> bool {
+        self.ops.is_some()
+    }
+
+    /// The choice of a run that burn's kernels train, for the reason `why`.
+    pub fn burn(why: &str) -> Self {
+        Self {
+            ops: None,
+            note: format!("kernels: burn ({why})"),
+        }
+    }
+}
+
+/// Decides which kernels run `recipe`, opening the CUDA device and loading (or compiling) the
+/// fast path's kernels when it is a candidate.
 ///
 /// # Errors
-/// With `train.kernels = "fast"` or `"reference"`, when the fast path cannot run it; when the
-/// weights cannot be moved.
-pub fn select<B: AutodiffBackend>(
-    recipe: &Recipe,
-    config: &ModelConfig,
-    model: &Decoder<B>,
-    optimizer: &OptimizerAdaptor<AdamW, Decoder<B>, B>,
-) -> Result<Selection, TrainError> {
+/// With `train.kernels = "fast"` or `"reference"`, when the fast path cannot run the recipe here.
+pub fn choose(recipe: &Recipe, config: &ModelConfig) -> Result<Choice, TrainError> {
     let t = &recipe.train;
-    let burn = |why: String| {
-        Ok(Selection {
-            fast: None,
-            note: format!("kernels: burn ({why})"),
-        })
-    };
     match t.kernels {
-        Kernels::Burn => return burn("train.kernels = \"burn\"".into()),
+        Kernels::Burn => return Ok(Choice::burn("train.kernels = \"burn\"")),
         Kernels::Auto if t.dtype != "bf16" => {
-            return burn(format!("train.dtype = \"{}\"; the fast path runs bf16", t.dtype));
+            return Ok(Choice::burn(&format!(
+                "train.dtype = \"{}\"; the fast path runs bf16",
+                t.dtype
+            )));
         }
         _ => {}
     }
     let device: DeviceSpec = t.device.parse().map_err(TrainError::Config)?;
     if let Some(why) = unsupported(recipe, config) {
         return match t.kernels {
-            Kernels::Auto => burn(why),
+            Kernels::Auto => Ok(Choice::burn(&why)),
             _ => Err(TrainError::Config(format!("train.kernels = \"fast\": {why}"))),
         };
     }
@@ -140,7 +144,7 @@ pub fn select<B: AutodiffBackend>(
             Ok(ops) => {
                 if let Some(why) = ops.fits(config) {
                     return match t.kernels {
-                        Kernels::Auto => burn(format!("{why}{F32}")),
+                        Kernels::Auto => Ok(Choice::burn(&why)),
                         _ => Err(TrainError::Config(format!(
                             "train.kernels = \"fast\": {why}; set train.kernels = \"auto\" or \"burn\""
                         ))),
@@ -155,11 +159,41 @@ pub fn select<B: AutodiffBackend>(
                 );
                 (Box::new(ops), note)
             }
-            Err(e) if t.kernels == Kernels::Auto => return burn(format!("the fast path could not start: {e}{F32}")),
+            Err(e) if t.kernels == Kernels::Auto => {
+                return Ok(Choice::burn(&format!("the fast path could not start: {e}")));
+            }
             Err(e) => return Err(e),
         },
-        (_, DeviceSpec::Cpu) => return burn("train.device = \"cpu\"".into()),
+        (_, DeviceSpec::Cpu) => return Ok(Choice::burn("train.device = \"cpu\"")),
     };
+    Ok(Choice { ops: Some(ops), note })
+}
+
+/// What [`select`] decided, and a line saying so.
+pub struct Selection {
+    /// The fast path, or `None` for burn.
+    pub fast: Option<FastRun>,
+    /// `kernels: fast (NVIDIA H200, sm_90, ...)` or why burn runs.
+    pub note: String,
+}
+
+/// Starts the fast path when `choice` took it, with the weights and AdamW moments of `model` and
+/// `optimizer` (fresh or resumed).
+///
+/// # Errors
+/// When the weights cannot be moved.
+pub fn select<B: AutodiffBackend>(
+    choice: Choice,
+    recipe: &Recipe,
+    config: &ModelConfig,
+    model: &Decoder<B>,
+    optimizer: &OptimizerAdaptor<AdamW, Decoder<B>, B>,
+) -> Result<Selection, TrainError> {
+    let Choice { ops, note } = choice;
+    let Some(ops) = ops else {
+        return Ok(Selection { fast: None, note });
+    };
+    let t = &recipe.train;
     let adamw = AdamWConfig {
         beta1: t.beta1,
         beta2: t.beta2,
@@ -256,5 +290,88 @@ impl FastRun {
             optimizer
         };
         Ok((model, optimizer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(overrides: &[&str]) -> (Recipe, ModelConfig) {
+        const TEXT: &str = r#"
+[model]
+hidden_size = 64
+intermediate_size = 128
+num_attention_heads = 1
+num_hidden_layers = 1
+vocab_size = 100
+
+[data]
+tokens = "t.lance"
+
+[train]
+max_steps = 1
+micro_batch_size = 1
+lr = 1e-3
+"#;
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let r = Recipe::parse(TEXT, "r.toml", &overrides).unwrap();
+        let c = r.model_config(None).unwrap();
+        (r, c)
+    }
+
+    /// A fast path that cannot open its device (no CUDA here, or no device 99 on a GPU machine):
+    /// `auto` falls back to burn, which the CLI then runs in the recipe's bf16 (not f32, as it
+    /// did when the backend was chosen before the device was opened); `fast` is an error.
+    #[test]
+    fn a_fast_path_that_cannot_start_falls_back_to_burn_in_the_recipes_dtype() {
+        let cuda = ["train.device=\"cuda:99\"", "train.dtype=\"bf16\""];
+        let (r, c) = recipe(&cuda);
+        assert_eq!(unsupported(&r, &c), None, "the recipe itself suits the fast path");
+        let k = choose(&r, &c).unwrap();
+        assert!(!k.is_fast());
+        assert!(
+            k.note.starts_with("kernels: burn (the fast path could not start: "),
+            "{}",
+            k.note
+        );
+        assert!(!k.note.contains("f32"), "{}", k.note);
+
+        let (r, c) = recipe(&[cuda[0], cuda[1], "train.kernels=\"fast\""]);
+        assert!(matches!(choose(&r, &c), Err(TrainError::Device(_))));
+    }
+
+    #[test]
+    fn the_choice_follows_the_recipe() {
+        let (r, c) = recipe(&[]);
+        let k = choose(&r, &c).unwrap();
+        assert!(!k.is_fast(), "{}", k.note);
+        let (r, c) = recipe(&["train.kernels=\"reference\"", "train.dtype=\"bf16\""]);
+        let k = choose(&r, &c).unwrap();
+        assert!(k.is_fast());
+        assert_eq!(
+            k.note,
+            "kernels: reference (the fast path's engine on CPU reference kernels, bf16)"
+        );
+        let (r, c) = recipe(&[
+            "train.device=\"cuda\"",
+            "train.dtype=\"bf16\"",
+            "train.kernels=\"burn\"",
+        ]);
+        assert_eq!(choose(&r, &c).unwrap().note, "kernels: burn (train.kernels = \"burn\")");
+        // head_dim 32 has no attention kernel: auto runs burn, fast is refused before any device.
+        let (r, c) = recipe(&[
+            "train.device=\"cuda\"",
+            "train.dtype=\"bf16\"",
+            "model.num_attention_heads=2",
+        ]);
+        assert!(choose(&r, &c).unwrap().note.contains("head_dim 32"));
+        let (r, c) = recipe(&[
+            "train.device=\"cuda\"",
+            "train.dtype=\"bf16\"",
+            "model.num_attention_heads=2",
+            "train.kernels=\"fast\"",
+        ]);
+        assert!(matches!(choose(&r, &c), Err(TrainError::Config(_))));
     }
 }

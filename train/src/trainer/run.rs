@@ -150,6 +150,15 @@ pub(crate) struct DataOrder {
 }
 
 impl DataOrder {
+    pub(crate) fn new(rows: Vec<u64>, seed: u64) -> Self {
+        Self {
+            rows,
+            seed,
+            epoch: None,
+            perm: Vec::new(),
+        }
+    }
+
     /// The dataset rows at positions `start..start + n` of the infinite epoch sequence.
     pub(crate) fn take(&mut self, start: u64, n: usize) -> Vec<u64> {
         let len = self.rows.len() as u64;
@@ -181,6 +190,31 @@ fn split(n: u64, eval_rows: usize, seed: u64) -> (Vec<u64>, Vec<u64>) {
     (eval, train)
 }
 
+/// The rows that SFT or DPO steps `1..=steps` read, micro-batch by micro-batch, for a dataset of
+/// `units` training units (rows; DPO: pairs, unit `k` being rows `2k` and `2k + 1`): the loop's
+/// own split and order, so a run can be inspected (which rows did step 32 see?) or replayed in
+/// another framework (`firebrand train --dry-run --rows FILE`).
+pub fn step_rows(recipe: &Recipe, units: u64, steps: usize) -> Vec<Vec<Vec<u64>>> {
+    let t = &recipe.train;
+    let (_, train_rows) = split(units, recipe.data.eval_rows, t.seed);
+    if train_rows.is_empty() {
+        return Vec::new();
+    }
+    let mut order = DataOrder::new(train_rows, t.seed);
+    let mut pos = 0;
+    (0..steps)
+        .map(|_| {
+            (0..t.grad_accum_steps)
+                .map(|_| {
+                    let idx = order.take(pos, t.micro_batch_size);
+                    pos += idx.len() as u64;
+                    idx
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn rec_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Weights {
         path: path.to_path_buf(),
@@ -194,13 +228,16 @@ pub fn flops_per_token(config: &ModelConfig, seq_len: usize) -> f64 {
         + 12.0 * (config.num_hidden_layers * seq_len * config.num_attention_heads * config.head_dim) as f64
 }
 
-/// Runs (or resumes) a training run; `on_event` sees every step, evaluation and checkpoint.
+/// Runs (or resumes) a training run on the `kernels` that [`crate::fast::choose`] picked for it
+/// (whose choice also decides `B`'s float type); `on_event` sees every step, evaluation and
+/// checkpoint.
 ///
 /// # Errors
 /// On unreadable data, a batch without loss tokens, a non-finite loss or gradient norm (naming the
 /// last good checkpoint), or a checkpoint that cannot be written or read.
 pub fn train<B: AutodiffBackend>(
     plan: &RunPlan,
+    kernels: crate::fast::Choice,
     device: &B::Device,
     peak_flops: Option<f64>,
     mut on_event: impl FnMut(&Event),
@@ -247,12 +284,7 @@ pub fn train<B: AutodiffBackend>(
             eval_rows.len()
         )));
     }
-    let mut order = DataOrder {
-        rows: train_rows,
-        seed: t.seed,
-        epoch: None,
-        perm: Vec::new(),
-    };
+    let mut order = DataOrder::new(train_rows, t.seed);
 
     // DPO's reference log-probs first, so the reference model is gone before the policy loads.
     let dpo = match dpo_options {
@@ -313,7 +345,7 @@ pub fn train<B: AutodiffBackend>(
     };
     // The fast path (`crate::fast`) takes over SFT's micro-batches, clipping and steps when it
     // can run this recipe; it starts from the model and optimizer state just loaded.
-    let selection = crate::fast::select(&plan.recipe, &plan.config, &model, &optimizer)?;
+    let selection = crate::fast::select(kernels, &plan.recipe, &plan.config, &model, &optimizer)?;
     on_event(&Event::Kernels(selection.note));
     let mut fast = selection.fast;
     // On the fast path burn's AdamW moments are only needed at checkpoints, rebuilt from the
@@ -841,30 +873,15 @@ mod tests {
 
     #[test]
     fn data_order_is_a_seeded_permutation_per_epoch() {
-        let mut a = DataOrder {
-            rows: (10..20).collect(),
-            seed: 7,
-            epoch: None,
-            perm: vec![],
-        };
+        let mut a = DataOrder::new((10..20).collect(), 7);
         let first = a.take(0, 10);
         let mut sorted = first.clone();
         sorted.sort();
         assert_eq!(sorted, (10..20).collect::<Vec<_>>());
         // Reading from any position gives the same rows as reading straight through.
-        let mut b = DataOrder {
-            rows: (10..20).collect(),
-            seed: 7,
-            epoch: None,
-            perm: vec![],
-        };
+        let mut b = DataOrder::new((10..20).collect(), 7);
         let straight = b.take(0, 25);
-        let mut c = DataOrder {
-            rows: (10..20).collect(),
-            seed: 7,
-            epoch: None,
-            perm: vec![],
-        };
+        let mut c = DataOrder::new((10..20).collect(), 7);
         assert_eq!(c.take(13, 12), straight[13..].to_vec());
         assert_ne!(straight[..10], straight[10..20], "each epoch has its own order");
     }
