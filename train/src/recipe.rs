@@ -950,11 +950,9 @@ fn diff(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
     }
 }
 
+/// A minimal recipe for unit tests (a 2-layer model, head_dim 8).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = r#"
+pub(crate) const TEST_RECIPE: &str = r#"
 [model]
 hidden_size = 32
 intermediate_size = 64
@@ -970,6 +968,12 @@ max_steps = 10
 micro_batch_size = 2
 lr = 1e-3
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = TEST_RECIPE;
 
     #[test]
     fn defaults_and_overrides() {

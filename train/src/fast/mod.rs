@@ -297,25 +297,15 @@ impl FastRun {
 mod tests {
     use super::*;
 
+    /// The unit-test recipe with head_dim 64 (one the attention kernels have), then `overrides`.
     fn recipe(overrides: &[&str]) -> (Recipe, ModelConfig) {
-        const TEXT: &str = r#"
-[model]
-hidden_size = 64
-intermediate_size = 128
-num_attention_heads = 1
-num_hidden_layers = 1
-vocab_size = 100
-
-[data]
-tokens = "t.lance"
-
-[train]
-max_steps = 1
-micro_batch_size = 1
-lr = 1e-3
-"#;
-        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        let r = Recipe::parse(TEXT, "r.toml", &overrides).unwrap();
+        let shape = [
+            "model.hidden_size=64",
+            "model.intermediate_size=128",
+            "model.num_attention_heads=1",
+        ];
+        let overrides: Vec<String> = shape.iter().chain(overrides).map(|s| s.to_string()).collect();
+        let r = Recipe::parse(crate::recipe::TEST_RECIPE, "r.toml", &overrides).unwrap();
         let c = r.model_config(None).unwrap();
         (r, c)
     }
