@@ -99,6 +99,11 @@ fn dpo_trains_with_cached_reference_log_probs() {
     let (ok, out, err) = train(d, &["output.run=b", "train.max_steps=1"]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("reference log-probs: 0 pairs computed, 8 reused"), "{out}");
+    // A resumed run's plan reads the tokens the run wrote (it once looked in an empty scratch
+    // folder and said they were gone).
+    let o = firebrand(d, &["train", "--resume", "runs/b", "train.max_steps=2", "--dry-run"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("(resuming)"), "{:?}", text(&o));
     let (ok, out, err) = train(d, &["output.run=c", "train.max_steps=1", "data.max_len=300"]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("reference log-probs: 8 pairs computed, 0 reused"), "{out}");

@@ -109,7 +109,7 @@ def main():
         t0 = time.time()
         loss_sum = 0.0
         for ids, pos, mask, targets, counted, _ in batches:
-            with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.autocast):
+            with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.autocast):
                 logits = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -21,7 +21,7 @@ for path in sys.argv[2:]:
         if i < 3 or i % 10 == 9 or i == worst:
             print(f"step {ref[i]['step']:>3}: {ref[i]['loss']:.5f}  {b[i]['loss']:.5f}  rel {rel[i]:.2e}")
     print(f"{n} steps; median relative difference {statistics.median(rel):.1e}, "
-          f"largest {max(rel):.2e} at step {ref[worst]['step']}; "
+          f"largest {max(rel):.2e} at step {ref[worst]['step']}; {sum(r > 0.01 for r in rel)} steps over 1%; "
           f"within 1% at every step: {all(r <= 0.01 for r in rel)}"
           + (f" (first over 1% at step {first_over})" if first_over else ""))
 for path in sys.argv[1:]:

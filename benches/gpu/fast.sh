@@ -35,9 +35,10 @@ python3 benches/gpu/code_corpus.py /tmp/code.jsonl --chars 600 --total 1600000
 $FB data import /tmp/code.jsonl --out quickstart/code.lance --overwrite | tail -1
 $FB data tokenize quickstart/code.lance --tokenizer quickstart/tokenizer.json --max-len 1024 --pack \
     --out quickstart/code-1024.lance --overwrite | tail -1
-train() {  # recipe, run name, overrides... (plus $CURVE_OVERRIDES, e.g. "train.lr=1e-4", for every run)
+train() {  # recipe, run name, overrides... ($CURVE_OVERRIDES, e.g. "train.lr=1e-4", before them, for every run)
   local recipe=$1 run=$2; shift 2
-  timeout 150 $FB train $recipe train.max_steps=50 output.run=$run "$@" ${CURVE_OVERRIDES:-} 2>&1 \
+  rm -rf checkpoints/$run  # a warm machine keeps the last call's runs
+  timeout 150 $FB train $recipe train.max_steps=50 output.run=$run ${CURVE_OVERRIDES:-} "$@" 2>&1 \
       | grep -E "kernels:|step +(1|2|50) |trained|rror" | tee -a "$OUT/curves.txt"
   cp checkpoints/$run/metrics.jsonl "$OUT/$run.jsonl" 2>/dev/null
 }
@@ -48,7 +49,7 @@ curves() {  # data name, tokens dataset
   # Every run starts from one Hugging Face folder (one burn step, exported), so PyTorch can start
   # from the same weights; the recipe names it as model.init in place of the shape keys.
   train recipes/sft-125m.toml $name-init data.tokens=$tokens train.kernels=burn train.dtype=f32 train.max_steps=1
-  $FB export checkpoints/$name-init --out /tmp/$name-init-hf | tail -1
+  rm -rf /tmp/$name-init-hf && $FB export checkpoints/$name-init --out /tmp/$name-init-hf | tail -1
   local recipe=/tmp/sft-125m-$name.toml
   awk -v init=/tmp/$name-init-hf '/^\[model\]/ { print; print "init = \"" init "\""; skip = 1; next } /^\[/ { skip = 0 } !skip' \
       recipes/sft-125m.toml > $recipe
@@ -64,7 +65,7 @@ curves() {  # data name, tokens dataset
       --dry-run --rows /tmp/$name-rows.jsonl | tail -1
   $FB data export $tokens --out /tmp/$name-tokens.jsonl | tail -1
   for mode in f32 bf16; do
-    mkdir -p checkpoints/$name-torch-$mode
+    rm -rf checkpoints/$name-torch-$mode && mkdir -p checkpoints/$name-torch-$mode
     timeout 200 python3 benches/curves/torch_replay.py --device cuda --run checkpoints/$name-plain \
         --tokens /tmp/$name-tokens.jsonl --rows /tmp/$name-rows.jsonl \
         --out checkpoints/$name-torch-$mode/metrics.jsonl $([ $mode = bf16 ] && echo --autocast) 2>&1 \

@@ -185,15 +185,17 @@ fn run_plan(
         );
     }
     // A dry run tokenizes text sources into a scratch folder, so its numbers are the run's own.
-    let scratch = dry_run.then(|| std::env::temp_dir().join(format!("firebrand-dry-run-{}", std::process::id())));
+    // A resumed run's tokens are already in its folder (`data::prepare` only checks them then).
+    let scratch = (dry_run && !plan.resume)
+        .then(|| std::env::temp_dir().join(format!("firebrand-dry-run-{}", std::process::id())));
+    if rows_out.is_some() && plan.recipe.method.grpo().is_some() {
+        bail!("--rows: GRPO draws its prompts per generation batch; it lists SFT and DPO rows");
+    }
     let work_dir = scratch.as_deref().unwrap_or(&plan.run_dir);
     let tokens = data::tokens_path(&plan.recipe, work_dir);
     if let Some(grpo) = plan.recipe.method.grpo() {
         // The prompts are tokenized when they load; a query's result is written once per run.
         data::prepare(&plan.recipe, work_dir, plan.resume, |_| {})?;
-        if rows_out.is_some() {
-            bail!("--rows: GRPO draws its prompts per generation batch; it lists SFT and DPO rows");
-        }
         if dry_run {
             let shown = print_grpo_plan(&plan, grpo, work_dir, overrides);
             if let Some(dir) = &scratch {
