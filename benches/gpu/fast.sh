@@ -5,7 +5,8 @@
 # same card; and 50 steps of recipes/sft-125m.toml on the fast path against the plain path (burn,
 # f32), step by step, on the quickstart's chat rows (which the run memorises) and on Python source
 # (read once), with PyTorch's own f32 and autocast curves on the same problem beside them
-# (benches/curves/torch_replay.py). STAGES and CURVE_DATA pick parts. Run from the repo root on the device machine, the release binary carried in
+# (benches/curves/torch_replay.py). STAGES and CURVE_DATA pick parts: all of it may not fit one
+# 600 s call; STAGES="kernels sft torch" then STAGES=curves fits two. Run from the repo root on the device machine, the release binary carried in
 # .gpu/ (benches/gpu/lib.sh). Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
