@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 8 on one GPU, one call: the fast path's kernel checks (every kernel against the CPU
+# Issue 8 on one GPU: the fast path's kernel checks (every kernel against the CPU
 # reference, the whole step against burn's autodiff) and kernel timings beside burn; its training
 # step on the reference configuration beside PyTorch (eager, bf16 weights, torch.compile) on the
 # same card; and 50 steps of recipes/sft-125m.toml on the fast path against the plain path (burn,
 # f32), step by step, on the quickstart's chat rows (which the run memorises) and on Python source
 # (read once), with PyTorch's own f32 and autocast curves on the same problem beside them
 # (benches/curves/torch_replay.py). STAGES and CURVE_DATA pick parts: all of it may not fit one
-# 600 s call; STAGES="kernels sft torch" then STAGES=curves fits two. Run from the repo root on the device machine, the release binary carried in
-# .gpu/ (benches/gpu/lib.sh). Logs go to $OUT.
+# 600 s call; STAGES="kernels sft torch" then STAGES=curves fits two. Run from the repo root on the
+# device machine, the release binary carried in .gpu/ (benches/gpu/lib.sh). Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 . benches/gpu/lib.sh
