@@ -178,6 +178,18 @@ fn the_dry_run_lists_the_rows_each_step_reads() {
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(text(&o).0.contains("rows of 12 steps: rows.jsonl"), "{:?}", text(&o));
     assert!(!d.join("runs/rows").exists(), "a dry run trains nothing");
+    // With every row held out there is nothing to list: an error, not an empty file.
+    let o = run(
+        d,
+        &args(
+            "rows",
+            "12",
+            &["--dry-run", "--rows", "none.jsonl", "data.eval_rows=25"],
+        ),
+    );
+    assert!(!o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).1.contains("no rows are left for training"), "{:?}", text(&o));
+    assert!(!d.join("none.jsonl").exists());
     let o = run(d, &args("rows", "12", &[]));
     assert!(o.status.success(), "{:?}", text(&o));
 

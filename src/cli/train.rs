@@ -541,6 +541,13 @@ fn print_plan(
     println!("device: {}, {}", plan.recipe.train.device, plan.recipe.train.dtype);
     println!("kernels: {}", planned_kernels(plan));
     if let Some(path) = rows_out {
+        if train_rows == 0 {
+            bail!(
+                "--rows: no rows are left for training ({rows} {unit}, data.eval_rows = {}); \
+                 lower data.eval_rows",
+                plan.recipe.data.eval_rows
+            );
+        }
         let steps = firebrand_train::trainer::run::step_rows(&plan.recipe, rows as u64, t.max_steps);
         let mut text = String::new();
         for (i, micro_batches) in steps.iter().enumerate() {
