@@ -951,7 +951,8 @@ impl Ops for CudaOps {
             Arg::F(grad_scale),
         ];
         // The row in registers where it fits (float4 loads: 16-byte aligned rows), else two reads.
-        let aligned = vocab % 4 == 0 && self.ptr(logits)? % 16 == 0 && self.ptr(dlogits)? % 8 == 0;
+        let aligned =
+            vocab.is_multiple_of(4) && self.ptr(logits)?.is_multiple_of(16) && self.ptr(dlogits)?.is_multiple_of(8);
         let reg = self.k.cross_entropy_reg.iter().find(|(n, _)| 4 * 1024 * n >= vocab);
         match reg {
             Some((n, f)) if aligned => {
