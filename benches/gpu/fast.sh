@@ -6,7 +6,8 @@
 # f32), step by step, on the quickstart's chat rows (which the run memorises) and on Python source
 # (read once), with PyTorch's own f32 and autocast curves on the same problem beside them
 # (benches/curves/torch_replay.py). STAGES and CURVE_DATA pick parts: all of it may not fit one
-# 600 s call; STAGES="kernels sft torch" then STAGES=curves fits two. Run from the repo root on the
+# 600 s call; STAGES="kernels sft torch" then STAGES=curves fits two. TORCH_MODES="compile" runs
+# only that PyTorch variant. Run from the repo root on the
 # device machine, the release binary carried in .gpu/ (benches/gpu/lib.sh). Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -26,7 +27,7 @@ if has sft; then
 fi
 if has torch; then
   echo "== PyTorch"
-  PYTHONUNBUFFERED=1 timeout 300 python3 benches/gpu/torch_llama_sft.py 2>&1 | tee "$OUT/torch.txt"
+  PYTHONUNBUFFERED=1 timeout 300 python3 benches/gpu/torch_llama_sft.py ${TORCH_MODES:-} 2>&1 | tee "$OUT/torch.txt"
 fi
 has curves || exit 0
 fb_data
