@@ -320,33 +320,23 @@ RMSNORM_INSTANCES(8)
 // projection into head-major q, k, v and the optional q/k/v bias.
 // ---------------------------------------------------------------------------------------------
 
-// Four bf16 of one 8-byte word as floats, and back.
-__device__ __forceinline__ void unpack4(float* f, uint2 w) {
-    f[0] = lo_bf(w.x);
-    f[1] = hi_bf(w.x);
-    f[2] = lo_bf(w.y);
-    f[3] = hi_bf(w.y);
-}
-__device__ __forceinline__ uint2 pack4(const float* f) { return make_uint2(pack_bf16x2(f[0], f[1]), pack_bf16x2(f[2], f[3])); }
-
 // qkv: [B*T, (nh + 2 nkv) * d] bf16; bias: (nh + 2 nkv) * d fp32 or null; pos: [B*T];
-// inv_freq: [d/2]; d % 8 == 0. One block per token: the token's d/2 angles are computed once (not
-// once per head), then every head's pairs (i, i + d/2), four adjacent i per thread (8-byte accesses).
+// inv_freq: [d/2]. One block per token: the token's d/2 angles are computed once (not once per
+// head), then every head's pairs (i, i + d/2), two adjacent i per thread (bf16x2 accesses).
 extern "C" __global__ void rope_split(bf16_t* q, bf16_t* k, bf16_t* v, const bf16_t* qkv, const float* bias, const int* pos,
                                       const float* inv_freq, int B, int T, int nh, int nkv, int d) {
     __shared__ float cs[128], sn[128];  // d <= 256
     const int tok = blockIdx.x, b = tok / T, t = tok % T, half = d / 2, heads = nh + 2 * nkv;
     for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf((float)pos[tok] * inv_freq[i], &sn[i], &cs[i]);
     __syncthreads();
-    const int quads = half / 4;  // 8-byte items per half head
-    for (int idx = threadIdx.x; idx < heads * quads; idx += blockDim.x) {
-        const int hd = idx / quads, i = (idx % quads) * 4;
+    const int pairs = half / 2;  // bf16x2 items per head
+    for (int idx = threadIdx.x; idx < heads * pairs; idx += blockDim.x) {
+        const int hd = idx / pairs, i = (idx % pairs) * 2;
         const bf16_t* src = qkv + (size_t)tok * heads * d + (size_t)hd * d;
-        float x1[4], x2[4];
-        unpack4(x1, *(const uint2*)(src + i));
-        unpack4(x2, *(const uint2*)(src + i + half));
+        unsigned a = *(const unsigned*)(src + i), c = *(const unsigned*)(src + i + half);
+        float x1[2] = {lo_bf(a), hi_bf(a)}, x2[2] = {lo_bf(c), hi_bf(c)};
         if (bias) {
-            for (int e = 0; e < 4; e++) {
+            for (int e = 0; e < 2; e++) {
                 x1[e] += bias[hd * d + i + e];
                 x2[e] += bias[hd * d + i + e + half];
             }
@@ -362,17 +352,17 @@ extern "C" __global__ void rope_split(bf16_t* q, bf16_t* k, bf16_t* v, const bf1
         } else {
             out = v;
             dst = (((size_t)b * nkv + (hd - nh - nkv)) * T + t) * d;
-            *(uint2*)(out + dst + i) = pack4(x1);
-            *(uint2*)(out + dst + i + half) = pack4(x2);
+            *(unsigned*)(out + dst + i) = pack_bf16x2(x1[0], x1[1]);
+            *(unsigned*)(out + dst + i + half) = pack_bf16x2(x2[0], x2[1]);
             continue;
         }
-        float y1[4], y2[4];
-        for (int e = 0; e < 4; e++) {
+        float y1[2], y2[2];
+        for (int e = 0; e < 2; e++) {
             y1[e] = x1[e] * cs[i + e] - x2[e] * sn[i + e];
             y2[e] = x2[e] * cs[i + e] + x1[e] * sn[i + e];
         }
-        *(uint2*)(out + dst + i) = pack4(y1);
-        *(uint2*)(out + dst + i + half) = pack4(y2);
+        *(unsigned*)(out + dst + i) = pack_bf16x2(y1[0], y1[1]);
+        *(unsigned*)(out + dst + i + half) = pack_bf16x2(y2[0], y2[1]);
     }
 }
 
@@ -383,9 +373,9 @@ extern "C" __global__ void rope_merge(bf16_t* dqkv, const bf16_t* dq, const bf16
     const int tok = blockIdx.x, b = tok / T, t = tok % T, half = d / 2, heads = nh + 2 * nkv;
     for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf((float)pos[tok] * inv_freq[i], &sn[i], &cs[i]);
     __syncthreads();
-    const int quads = half / 4;
-    for (int idx = threadIdx.x; idx < heads * quads; idx += blockDim.x) {
-        const int hd = idx / quads, i = (idx % quads) * 4;
+    const int pairs = half / 2;
+    for (int idx = threadIdx.x; idx < heads * pairs; idx += blockDim.x) {
+        const int hd = idx / pairs, i = (idx % pairs) * 2;
         bf16_t* dst = dqkv + (size_t)tok * heads * d + (size_t)hd * d;
         const bf16_t* in;
         size_t src;
@@ -397,19 +387,19 @@ extern "C" __global__ void rope_merge(bf16_t* dqkv, const bf16_t* dq, const bf16
             src = (((size_t)b * nkv + (hd - nh)) * T + t) * d;
         } else {
             src = (((size_t)b * nkv + (hd - nh - nkv)) * T + t) * d;
-            *(uint2*)(dst + i) = *(const uint2*)(dv + src + i);
-            *(uint2*)(dst + i + half) = *(const uint2*)(dv + src + i + half);
+            *(unsigned*)(dst + i) = *(const unsigned*)(dv + src + i);
+            *(unsigned*)(dst + i + half) = *(const unsigned*)(dv + src + i + half);
             continue;
         }
-        float g1[4], g2[4], y1[4], y2[4];
-        unpack4(g1, *(const uint2*)(in + src + i));
-        unpack4(g2, *(const uint2*)(in + src + i + half));
-        for (int e = 0; e < 4; e++) {
+        unsigned a = *(const unsigned*)(in + src + i), c = *(const unsigned*)(in + src + i + half);
+        float g1[2] = {lo_bf(a), hi_bf(a)}, g2[2] = {lo_bf(c), hi_bf(c)};
+        float y1[2], y2[2];
+        for (int e = 0; e < 2; e++) {
             y1[e] = g1[e] * cs[i + e] + g2[e] * sn[i + e];
             y2[e] = g2[e] * cs[i + e] - g1[e] * sn[i + e];
         }
-        *(uint2*)(dst + i) = pack4(y1);
-        *(uint2*)(dst + i + half) = pack4(y2);
+        *(unsigned*)(dst + i) = pack_bf16x2(y1[0], y1[1]);
+        *(unsigned*)(dst + i + half) = pack_bf16x2(y2[0], y2[1]);
     }
 }
 
@@ -417,40 +407,40 @@ extern "C" __global__ void rope_merge(bf16_t* dqkv, const bf16_t* dq, const bf16
 // SwiGLU: gu = [gate | up] per row ([n, 2I] bf16), h = silu(gate) * up ([n, I] bf16); I % 4 == 0.
 // ---------------------------------------------------------------------------------------------
 
-// Rows are strided over blocks and each row's groups of four over the block's threads (no 64-bit
-// index division per element).
 extern "C" __global__ void swiglu_fwd(bf16_t* hout, const bf16_t* gu, int n, int inter) {
-    for (int row = blockIdx.x; row < n; row += gridDim.x) {
-        const bf16_t* g_row = gu + (size_t)row * 2 * inter;
-        bf16_t* h_row = hout + (size_t)row * inter;
-        for (int j = 4 * threadIdx.x; j < inter; j += 4 * blockDim.x) {
-            float gs[4], us[4], o[4];
-            unpack4(gs, *(const uint2*)(g_row + j));
-            unpack4(us, *(const uint2*)(g_row + inter + j));
-            for (int e = 0; e < 4; e++) o[e] = gs[e] / (1.f + __expf(-gs[e])) * us[e];
-            *(uint2*)(h_row + j) = pack4(o);
-        }
+    long long total = (long long)n * inter / 4;  // groups of four (inter % 4 == 0)
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < total; p += (long long)gridDim.x * blockDim.x) {
+        long long row = (4 * p) / inter;
+        int j = (int)((4 * p) % inter);
+        uint2 g = *(const uint2*)(gu + (size_t)row * 2 * inter + j);
+        uint2 u = *(const uint2*)(gu + (size_t)row * 2 * inter + inter + j);
+        float gs[4] = {lo_bf(g.x), hi_bf(g.x), lo_bf(g.y), hi_bf(g.y)};
+        float us[4] = {lo_bf(u.x), hi_bf(u.x), lo_bf(u.y), hi_bf(u.y)};
+        float o[4];
+        for (int e = 0; e < 4; e++) o[e] = gs[e] / (1.f + __expf(-gs[e])) * us[e];
+        *(uint2*)(hout + (size_t)row * inter + j) = make_uint2(pack_bf16x2(o[0], o[1]), pack_bf16x2(o[2], o[3]));
     }
 }
 
 extern "C" __global__ void swiglu_bwd(bf16_t* dgu, const bf16_t* dh, const bf16_t* gu, int n, int inter) {
-    for (int row = blockIdx.x; row < n; row += gridDim.x) {
-        const bf16_t* g_row = gu + (size_t)row * 2 * inter;
-        const bf16_t* d_row = dh + (size_t)row * inter;
-        bf16_t* out = dgu + (size_t)row * 2 * inter;
-        for (int j = 4 * threadIdx.x; j < inter; j += 4 * blockDim.x) {
-            float gs[4], us[4], ds[4], dg[4], du[4];
-            unpack4(gs, *(const uint2*)(g_row + j));
-            unpack4(us, *(const uint2*)(g_row + inter + j));
-            unpack4(ds, *(const uint2*)(d_row + j));
-            for (int e = 0; e < 4; e++) {
-                float sig = 1.f / (1.f + __expf(-gs[e]));
-                du[e] = ds[e] * gs[e] * sig;
-                dg[e] = ds[e] * us[e] * sig * (1.f + gs[e] * (1.f - sig));
-            }
-            *(uint2*)(out + j) = pack4(dg);
-            *(uint2*)(out + inter + j) = pack4(du);
+    long long total = (long long)n * inter / 4;
+    for (long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x; p < total; p += (long long)gridDim.x * blockDim.x) {
+        long long row = (4 * p) / inter;
+        int j = (int)((4 * p) % inter);
+        uint2 g = *(const uint2*)(gu + (size_t)row * 2 * inter + j);
+        uint2 u = *(const uint2*)(gu + (size_t)row * 2 * inter + inter + j);
+        uint2 d = *(const uint2*)(dh + (size_t)row * inter + j);
+        float gs[4] = {lo_bf(g.x), hi_bf(g.x), lo_bf(g.y), hi_bf(g.y)};
+        float us[4] = {lo_bf(u.x), hi_bf(u.x), lo_bf(u.y), hi_bf(u.y)};
+        float ds[4] = {lo_bf(d.x), hi_bf(d.x), lo_bf(d.y), hi_bf(d.y)};
+        float dg[4], du[4];
+        for (int e = 0; e < 4; e++) {
+            float sig = 1.f / (1.f + __expf(-gs[e]));
+            du[e] = ds[e] * gs[e] * sig;
+            dg[e] = ds[e] * us[e] * sig * (1.f + gs[e] * (1.f - sig));
         }
+        *(uint2*)(dgu + (size_t)row * 2 * inter + j) = make_uint2(pack_bf16x2(dg[0], dg[1]), pack_bf16x2(dg[2], dg[3]));
+        *(uint2*)(dgu + (size_t)row * 2 * inter + inter + j) = make_uint2(pack_bf16x2(du[0], du[1]), pack_bf16x2(du[2], du[3]));
     }
 }
 
@@ -533,63 +523,6 @@ extern "C" __global__ void cross_entropy(bf16_t* dlogits, float* loss, const flo
         drow[j] = f2bf(scale * (p - (j == tgt ? 1.f : 0.f)));
     }
 }
-
-// The same function with the row held in registers: N float4 per thread, one block per row of
-// V <= 4 N blockDim.x logits (V % 4 == 0, rows 16-byte aligned). The logits are read from memory
-// once: the kernel above reads each row twice, and with several 128 KB rows (V = 32000) per
-// multiprocessor in flight its second read mostly misses L2. Same sums, in a different order.
-__device__ __forceinline__ float block_reduce(float v, float* red, bool is_max) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    v = is_max ? warp_max(v) : warp_sum(v);
-    __syncthreads();  // `red` may still be read from the previous reduction
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    v = lane < nw ? red[lane] : (is_max ? NEG_INF : 0.f);
-    return is_max ? warp_max(v) : warp_sum(v);
-}
-
-template <int N>
-__device__ void cross_entropy_reg(bf16_t* dlogits, float* loss, const float* logits, const int* targets,
-                                  const float* weights, int V, float grad_scale) {
-    __shared__ float red[32];
-    const int r = blockIdx.x, V4 = V / 4;
-    const float4* row = (const float4*)(logits + (size_t)r * V);
-    float4 x[N];
-    for (int i = 0; i < N; i++) {
-        int j = threadIdx.x + i * blockDim.x;
-        x[i] = j < V4 ? row[j] : make_float4(NEG_INF, NEG_INF, NEG_INF, NEG_INF);
-    }
-    float m = NEG_INF;
-    for (int i = 0; i < N; i++) m = fmaxf(fmaxf(m, fmaxf(x[i].x, x[i].y)), fmaxf(x[i].z, x[i].w));
-    m = block_reduce(m, red, true);
-    float s = 0.f;
-    for (int i = 0; i < N; i++) s += __expf(x[i].x - m) + __expf(x[i].y - m) + __expf(x[i].z - m) + __expf(x[i].w - m);
-    s = block_reduce(s, red, false);
-    const float lse = m + logf(s);
-    const int tgt = targets[r];
-    const float w = weights[r], scale = grad_scale * w;
-    if (threadIdx.x == 0) loss[r] = w * (lse - logits[(size_t)r * V + tgt]);
-    uint2* drow = (uint2*)(dlogits + (size_t)r * V);
-    for (int i = 0; i < N; i++) {
-        int j = threadIdx.x + i * blockDim.x;
-        if (j >= V4) break;
-        float p[4] = {__expf(x[i].x - lse), __expf(x[i].y - lse), __expf(x[i].z - lse), __expf(x[i].w - lse)};
-        if (tgt >> 2 == j) p[tgt & 3] -= 1.f;
-        drow[j] = make_uint2(pack_bf16x2(scale * p[0], scale * p[1]), pack_bf16x2(scale * p[2], scale * p[3]));
-    }
-}
-
-#define CROSS_ENTROPY_INSTANCES(N)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(1024, 1) cross_entropy_v##N(                                         \
-        bf16_t* dlogits, float* loss, const float* logits, const int* targets, const float* weights, int V,           \
-        float grad_scale) {                                                                                           \
-        cross_entropy_reg<N>(dlogits, loss, logits, targets, weights, V, grad_scale);                                 \
-    }
-
-CROSS_ENTROPY_INSTANCES(1)
-CROSS_ENTROPY_INSTANCES(2)
-CROSS_ENTROPY_INSTANCES(4)
-CROSS_ENTROPY_INSTANCES(8)
 
 // ---------------------------------------------------------------------------------------------
 // AdamW (torch.optim.AdamW's update) over a flat range, fp32 master weights and moments, with the

@@ -68,8 +68,6 @@ struct Kernels {
     gather_rows_bf16: CudaFunction,
     scatter_rows_bf16: CudaFunction,
     cross_entropy: CudaFunction,
-    /// Register-resident variants by float4 per thread (rows of up to 4096 of them).
-    cross_entropy_reg: Vec<(usize, CudaFunction)>,
     adamw: CudaFunction,
     attn_bwd_delta: CudaFunction,
     /// Per head dimension: forward, dK/dV, dQ.
@@ -78,10 +76,6 @@ struct Kernels {
 
 /// Hidden sizes / 128 the register-resident RMSNorm kernels are instantiated for.
 const RMSNORM_VECTORS: [usize; 4] = [2, 4, 6, 8];
-
-/// Float4 per thread the register-resident cross-entropy kernels are instantiated for: one block of
-/// at most 1024 threads per row holds a row of up to 32768 logits.
-const CROSS_ENTROPY_VECTORS: [usize; 4] = [1, 2, 4, 8];
 
 /// Head dimensions the attention kernels are instantiated for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
@@ -225,10 +219,6 @@ impl CudaOps {
         for v in RMSNORM_VECTORS {
             rmsnorm_reg.push((v, f(&format!("rmsnorm_fwd_v{v}"))?, f(&format!("rmsnorm_bwd_v{v}"))?));
         }
-        let cross_entropy_reg = CROSS_ENTROPY_VECTORS
-            .iter()
-            .map(|&n| Ok((n, f(&format!("cross_entropy_v{n}"))?)))
-            .collect::<Result<Vec<_>, TrainError>>()?;
         let k = Kernels {
             cast_f32_bf16: f("cast_f32_bf16")?,
             reduce_partials: f("reduce_partials")?,
@@ -246,7 +236,6 @@ impl CudaOps {
             gather_rows_bf16: f("gather_rows_bf16")?,
             scatter_rows_bf16: f("scatter_rows_bf16")?,
             cross_entropy: f("cross_entropy")?,
-            cross_entropy_reg,
             adamw: f("adamw")?,
             attn_bwd_delta: f("attn_bwd_delta")?,
             flash,
@@ -881,7 +870,7 @@ impl Ops for CudaOps {
     fn swiglu(&mut self, h: View, gu: View, n: usize, inter: usize) -> Result<(), TrainError> {
         self.launch(
             &self.k.swiglu_fwd,
-            (n.min((self.sms * 16) as usize).max(1) as u32, 1, 1),
+            self.grid(n * inter / 4, 256, 16),
             256,
             0,
             &[self.p(h)?, self.p(gu)?, Arg::I(n as i32), Arg::I(inter as i32)],
@@ -891,7 +880,7 @@ impl Ops for CudaOps {
     fn swiglu_backward(&mut self, dgu: View, dh: View, gu: View, n: usize, inter: usize) -> Result<(), TrainError> {
         self.launch(
             &self.k.swiglu_bwd,
-            (n.min((self.sms * 16) as usize).max(1) as u32, 1, 1),
+            self.grid(n * inter / 4, 256, 16),
             256,
             0,
             &[
@@ -941,26 +930,21 @@ impl Ops for CudaOps {
         vocab: usize,
         grad_scale: f32,
     ) -> Result<(), TrainError> {
-        let args = [
-            self.p(dlogits)?,
-            self.p(loss)?,
-            self.p(logits)?,
-            self.p(targets)?,
-            self.p(weights)?,
-            Arg::I(vocab as i32),
-            Arg::F(grad_scale),
-        ];
-        // The row in registers where it fits (float4 loads: 16-byte aligned rows), else two reads.
-        let aligned =
-            vocab.is_multiple_of(4) && self.ptr(logits)?.is_multiple_of(16) && self.ptr(dlogits)?.is_multiple_of(8);
-        let reg = self.k.cross_entropy_reg.iter().find(|(n, _)| 4 * 1024 * n >= vocab);
-        match reg {
-            Some((n, f)) if aligned => {
-                let threads = (vocab / 4).div_ceil(*n).next_multiple_of(32) as u32;
-                self.launch(f, (rows as u32, 1, 1), threads, 0, &args)
-            }
-            _ => self.launch(&self.k.cross_entropy, (rows as u32, 1, 1), 512, 0, &args),
-        }
+        self.launch(
+            &self.k.cross_entropy,
+            (rows as u32, 1, 1),
+            512,
+            0,
+            &[
+                self.p(dlogits)?,
+                self.p(loss)?,
+                self.p(logits)?,
+                self.p(targets)?,
+                self.p(weights)?,
+                Arg::I(vocab as i32),
+                Arg::F(grad_scale),
+            ],
+        )
     }
 
     fn column_sum_add(&mut self, dst: View, x: View, rows: usize, cols: usize) -> Result<(), TrainError> {
