@@ -8,6 +8,10 @@
 //! hash of the source, the architecture, the options and NVRTC's version; the second process
 //! loads it in milliseconds. A cached file that is not a whole ELF image (a write cut short) is
 //! compiled again, and so is one the driver refuses (`fresh`).
+//!
+//! `scripts/nvrtc_check.py` compiles the same source with these options on a machine without a GPU
+//! (NVRTC from a CUDA wheel) and lists each kernel's registers and spills: a change to `kernels.cu`
+//! is checked there before a device call is spent on it. Keep its options in step with `OPTIONS`.
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::{Path, PathBuf};
