@@ -5,7 +5,7 @@ shows here before a device call is spent on it. Needs libnvrtc, e.g. from PyTorc
 
     python3 scripts/nvrtc_check.py [--arch sm_90] [--kernel NAME ...]
 
-Prints each kernel's registers and spills (ptxas -v; the d = 64 attention kernels spill a little
+Prints each kernel's registers, stack frame and spills (ptxas -v; the d = 64 attention kernels spill a little
 under their register caps, measured faster than without); exits 1 on a compile error."""
 import argparse, ctypes, glob, os, re, site, sys
 
@@ -45,14 +45,15 @@ text = log.value.decode(errors="replace")
 if rc != 0:
     print(text)
     sys.exit(f"NVRTC could not compile {args.source} for {args.arch}")
-kernel, spill = None, 0
+kernel, stack, spill = None, 0, 0
 for line in text.splitlines():
     m = re.search(r"Function properties for (\S+)", line)
     if m:
-        kernel, spill = m.group(1), 0
-    m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        kernel, stack, spill = m.group(1), 0, 0
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
     if m:
-        spill = int(m.group(1)) + int(m.group(2))
+        stack, spill = int(m.group(1)), int(m.group(2)) + int(m.group(3))
     m = re.search(r"Used (\d+) registers", line)
     if m and kernel and (not args.kernel or any(k in kernel for k in args.kernel)):
-        print(f"{kernel:28} {int(m.group(1)):4} registers" + (f"  spills {spill} bytes" if spill else ""))
+        extra = (f"  stack {stack} bytes" if stack else "") + (f"  spills {spill} bytes" if spill else "")
+        print(f"{kernel:28} {int(m.group(1)):4} registers{extra}")
