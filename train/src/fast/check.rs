@@ -1180,3 +1180,21 @@ pub fn kernel_timings<B: AutodiffBackend>(ops: &mut dyn Ops, device: &B::Device)
     });
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast::cpu::CpuOps;
+
+    /// The checks' harness on the CPU reference against itself: every case runs at its stated
+    /// shapes (a mis-sized buffer is an error here, not on the GPU machine), and writes every
+    /// element of every output with a finite value (outputs start as NaN, which fails `ok`).
+    #[test]
+    fn every_kernel_check_runs_and_fills_its_outputs_on_the_reference() {
+        let checks = kernel_checks(&mut CpuOps::new(), &mut CpuOps::new(), 7, &[64, 128]).unwrap();
+        assert!(checks.len() > 50, "{}", checks.len());
+        for c in &checks {
+            assert!(c.ok(), "{}: {}", c.name, c.rel_err);
+        }
+    }
+}
