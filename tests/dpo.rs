@@ -140,7 +140,7 @@ fn a_staged_recipe_runs_each_stage_from_the_previous_one() {
     assert_eq!(second["train"]["lr"].as_float(), Some(2e-4));
     assert!(second["data"]["query"].as_str().unwrap().contains(">= 'p4'"));
     assert_eq!(second["model"]["init"].as_str(), Some("runs/staged/first/step-000002"));
-    assert!(first.join("model.mpk").exists());
+    assert!(first.join("model.safetensors").exists() && first.join("optimizer.safetensors").exists());
     // Stage 2's reference is its own starting model (stage 1's last checkpoint): its first loss is
     // ln 2, which the quickstart export as reference would not give.
     let metrics = std::fs::read_to_string(d.join("runs/staged/second/metrics.jsonl")).unwrap();
@@ -162,4 +162,103 @@ fn a_staged_recipe_runs_each_stage_from_the_previous_one() {
     assert!(o.status.success(), "{out}\n{err}");
     assert_eq!(out.matches("done already").count(), 2, "{out}");
     assert!(!out.contains("reference log-probs"), "{out}");
+}
+
+/// `(step, loss, margin)` of each training step in a run's metrics.
+fn dpo_curve(d: &Path, run: &str) -> Vec<(u64, f64, f64)> {
+    std::fs::read_to_string(d.join(format!("runs/{run}/metrics.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|m| m.get("loss").is_some())
+        .map(|m| {
+            (
+                m["step"].as_u64().unwrap(),
+                m["loss"].as_f64().unwrap(),
+                m["rewards/margins"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_close(a: &[(u64, f64, f64)], b: &[(u64, f64, f64)]) {
+    assert_eq!(a.len(), b.len(), "{a:?}\n{b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.0, y.0);
+        assert!(
+            (x.1 - y.1).abs() <= 1e-4 * x.1.abs().max(1e-3),
+            "step {}: loss {} vs {}",
+            x.0,
+            x.1,
+            y.1
+        );
+        assert!(
+            (x.2 - y.2).abs() <= 1e-4 * x.2.abs().max(1e-2),
+            "step {}: margin {} vs {}",
+            x.0,
+            x.2,
+            y.2
+        );
+    }
+}
+
+/// DPO on the kernel engine (its CPU reference, f32) trains the burn engine's curve; a run killed
+/// with SIGKILL after a checkpoint resumes on the other engine to the same curve, and a burn run
+/// resumes on the kernel engine.
+#[test]
+fn dpo_on_the_kernel_engine_trains_the_burn_curve_and_resumes_across_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let every = ["train.checkpoint_every=1", "train.max_steps=4"];
+    let (ok, out, err) = train(d, &[&["output.run=burn", "train.kernels=burn"][..], &every].concat());
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = train(
+        d,
+        &[&["output.run=kernel", "train.kernels=reference"][..], &every].concat(),
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("engine: kernel on the CPU reference"), "{out}");
+    let burn = dpo_curve(d, "burn");
+    assert_eq!(burn.len(), 4);
+    assert_close(&burn, &dpo_curve(d, "kernel"));
+
+    // Killed once its second checkpoint exists, then resumed on the burn engine.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebrand"))
+        .current_dir(d)
+        .args(["train", "dpo.toml", "output.run=killed", "train.kernels=reference"])
+        .args(every)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !d.join("runs/killed/step-000002").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within five minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = firebrand(d, &["train", "--resume", "runs/killed", "train.kernels=burn"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_close(&burn, &dpo_curve(d, "killed"));
+
+    // Two burn steps, then two on the kernel engine.
+    let (ok, out, err) = train(d, &["output.run=b2k", "train.kernels=burn", "train.max_steps=2"]);
+    assert!(ok, "{out}\n{err}");
+    let o = firebrand(
+        d,
+        &[
+            "train",
+            "--resume",
+            "runs/b2k",
+            "train.max_steps=4",
+            "train.kernels=reference",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_close(&burn, &dpo_curve(d, "b2k"));
 }

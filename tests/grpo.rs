@@ -254,3 +254,125 @@ fn grpo_learns_a_graded_reward_and_resumes_exactly() {
     assert_eq!(c[0]["completions/mean_length"], c[1]["completions/mean_length"]);
     assert_eq!(c[0]["reward"], c[1]["reward"]);
 }
+
+/// GRPO on the kernel engine (its CPU reference, f32), with μ = 2 and a KL to a reference: the
+/// same samples, rewards and losses as the burn engine; a run killed with SIGKILL after a
+/// checkpoint resumes to the uninterrupted run's numbers, and a burn run resumes on the kernel
+/// engine.
+#[test]
+fn grpo_on_the_kernel_engine_trains_the_burn_curve_and_resumes_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // A reference and starting point that has learned a little.
+    train(
+        d,
+        &[
+            "train",
+            "grpo.toml",
+            "output.run=base",
+            "train.max_steps=2",
+            "train.checkpoint_every=2",
+        ],
+    );
+    let model = RECIPE.split("[data]").next().unwrap();
+    std::fs::write(
+        d.join("kl.toml"),
+        RECIPE.replace(model, "[model]\ninit = \"runs/base/step-000002\"\n\n"),
+    )
+    .unwrap();
+    let opts = [
+        "train.max_steps=6",
+        "train.checkpoint_every=2",
+        "train.eval_every=0",
+        "method.num_iterations=2",
+        "method.beta=0.1",
+    ];
+    let run = |name: &str, kernels: &str| {
+        let args = [&["train", "kl.toml", name, kernels][..], &opts].concat();
+        train(d, &args)
+    };
+    run("output.run=burn", "train.kernels=burn");
+    let out = run("output.run=kernel", "train.kernels=reference");
+    assert!(out.contains("engine: kernel on the CPU reference"), "{out}");
+    let burn = lines(&d.join("runs/burn/metrics.jsonl"));
+    let kernel = lines(&d.join("runs/kernel/metrics.jsonl"));
+    let (b, k) = (steps(&burn), steps(&kernel));
+    assert_eq!((b.len(), k.len()), (6, 6));
+    let close = |x: &Value, y: &Value, keys: &[&str], rel: f64| {
+        for key in keys {
+            let (a, c) = (x[*key].as_f64().unwrap(), y[*key].as_f64().unwrap());
+            assert!(
+                (a - c).abs() <= rel * a.abs().max(1e-3),
+                "step {}: {key} {a} vs {c}",
+                x["step"]
+            );
+        }
+    };
+    for (x, y) in b.iter().zip(&k) {
+        // The same completions (sampled from weights equal to f32 rounding), so the same rewards.
+        assert_eq!(x["reward"], y["reward"], "step {}", x["step"]);
+        close(x, y, &["loss", "kl", "entropy", "grad_norm"], 1e-4);
+    }
+    assert!(
+        k.iter().any(|m| m["kl"].as_f64().unwrap() > 0.0),
+        "the KL term is exercised"
+    );
+    let iterations: Vec<u64> = k.iter().map(|m| m["iteration"].as_u64().unwrap()).collect();
+    assert_eq!(
+        iterations,
+        [0, 1, 0, 1, 0, 1],
+        "second iterations (π_old ≠ π) are exercised"
+    );
+
+    // Killed once its second checkpoint exists, then resumed on the same engine: the same numbers.
+    let args = [
+        &["train", "kl.toml", "output.run=killed", "train.kernels=reference"][..],
+        &opts,
+    ]
+    .concat();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebrand"))
+        .current_dir(d)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !d.join("runs/killed/step-000004").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within five minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    train(d, &["train", "--resume", "runs/killed"]);
+    let killed = lines(&d.join("runs/killed/metrics.jsonl"));
+    for (x, y) in k.iter().zip(steps(&killed)) {
+        assert_eq!(x["reward"], y["reward"]);
+        close(x, y, &["loss", "kl", "grad_norm"], 1e-9);
+    }
+
+    // Two burn steps, then four on the kernel engine: the burn run's numbers.
+    let args = [&["train", "kl.toml", "output.run=b2k", "train.kernels=burn"][..], &opts].concat();
+    let mut args: Vec<&str> = args.to_vec();
+    args.push("train.max_steps=2");
+    train(d, &args);
+    train(
+        d,
+        &[
+            "train",
+            "--resume",
+            "runs/b2k",
+            "train.max_steps=6",
+            "train.kernels=reference",
+        ],
+    );
+    let b2k = lines(&d.join("runs/b2k/metrics.jsonl"));
+    for (x, y) in b.iter().zip(steps(&b2k)) {
+        assert_eq!(x["reward"], y["reward"], "step {}", x["step"]);
+        close(x, y, &["loss", "kl"], 1e-4);
+    }
+}

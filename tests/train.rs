@@ -5,10 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::backend::NdArray;
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::{Int, Tensor, TensorData};
-use firebrand_train::{Decoder, hf};
+use firebrand_train::hf;
 
 use crate::cli::{firebrand, text};
 
@@ -145,14 +143,10 @@ fn training_learns_resumes_exactly_and_exports() {
     assert!(o.status.success(), "{:?}", text(&o));
     let device = Default::default();
     let (config, exported) = hf::load::<NdArray<f32>>(&d.join("hf"), &device).unwrap();
-    let ckpt = Decoder::<NdArray<f32>>::init(&config, &device)
-        .unwrap()
-        .load_file(
-            d.join("runs/full/step-000012/model"),
-            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
-            &device,
-        )
-        .unwrap();
+    // The checkpoint folder is a Hugging Face folder itself (config.json, model.safetensors).
+    // (The export adds the tokenizer's eos_token_id to its config; the architecture is the same.)
+    let (ckpt_config, ckpt) = hf::load::<NdArray<f32>>(&d.join("runs/full/step-000012"), &device).unwrap();
+    assert_eq!(ckpt_config.hf_shapes(), config.hf_shapes());
     let ids = Tensor::<NdArray<f32>, 2, Int>::from_data(TensorData::new(vec![1i64, 20, 33, 7, 9, 2], [1, 6]), &device);
     let pos =
         Tensor::<NdArray<f32>, 2, Int>::from_data(TensorData::new((0..6i64).collect::<Vec<_>>(), [1, 6]), &device);
@@ -217,7 +211,7 @@ fn the_dry_run_lists_the_rows_each_step_reads() {
         let tokens: usize = rows.iter().map(|r| r.input_ids.len()).sum();
         let counted: usize = rows
             .iter()
-            .map(|r| firebrand_train::trainer::sft::counted_targets(r).count())
+            .map(|r| firebrand_train::engine::counted_targets(r).count())
             .sum();
         assert_eq!(m["tokens"].as_u64(), Some(tokens as u64), "step {}", step["step"]);
         assert_eq!(m["loss_tokens"].as_u64(), Some(counted as u64), "step {}", step["step"]);
@@ -238,22 +232,26 @@ fn assert_close_curve(a: &[(u64, f64)], b: &[(u64, f64)], rel: f64) {
     }
 }
 
-/// The fast path's engine, run on its CPU reference kernels in f32 (`train.kernels=reference`),
-/// trains the same curve as burn's autodiff: the same loss at every step and evaluation, through
-/// gradient accumulation, clipping, AdamW and the schedule. Its checkpoints are burn's: a run
-/// stopped on one path resumes on the other and repeats the uninterrupted curve.
+/// The kernel engine, run on its CPU reference kernels in f32 (`train.kernels=reference`), trains
+/// the same curve as the burn engine: the same loss at every step and evaluation, through gradient
+/// accumulation, clipping, AdamW and the schedule. Checkpoints are engine-neutral: a run stopped on
+/// one engine resumes on the other and repeats the uninterrupted curve.
 #[test]
-fn the_fast_engine_trains_the_burn_curve_and_checkpoints_interchange() {
+fn the_kernel_engine_trains_the_burn_curve_and_checkpoints_interchange() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
     let o = run(d, &args("burn", "8", &["train.kernels=burn"]));
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).0.contains("kernels: burn"), "{:?}", text(&o));
+    assert!(text(&o).0.contains("engine: burn"), "{:?}", text(&o));
     let (burn, burn_eval) = curve(d, "burn");
     let o = run(d, &args("fast", "8", &["train.kernels=reference"]));
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).0.contains("kernels: reference"), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("engine: kernel on the CPU reference"),
+        "{:?}",
+        text(&o)
+    );
     let (fast, fast_eval) = curve(d, "fast");
     // f32 on both sides: only the order of sums differs.
     assert_close_curve(&burn, &fast, 1e-4);
@@ -278,7 +276,7 @@ fn the_fast_engine_trains_the_burn_curve_and_checkpoints_interchange() {
     let (bf16, _) = curve(d, "bf16");
     assert_close_curve(&burn, &bf16, 2e-2);
 
-    // What the fast path refuses, it names.
+    // What the kernel engine refuses, it names.
     let o = run(d, &args("x", "2", &["train.kernels=fast"]));
     assert!(
         text(&o).1.contains("train.kernels = \"fast\" runs on CUDA"),
@@ -349,7 +347,7 @@ fn recipe_mistakes_are_named_before_any_work() {
     assert!(
         out.contains("109529856 parameters")
             && out.contains("device: cuda, bf16")
-            && out.contains("kernels: fast (CUDA kernels and cuBLASLt"),
+            && out.contains("engine: kernel (CUDA kernels and cuBLASLt"),
         "{out}"
     );
     let o = run(d, &args("x", "10", &["train.dtype=bf16", "--dry-run"]));

@@ -5,7 +5,7 @@
 use firebrand_data::records::{ChatRow, PromptsRow};
 use firebrand_data::{Dataset, DatasetKind};
 use firebrand_synth::generator::responder::{Responder, last_user_message};
-use firebrand_synth::vifrag::{Mode, parse_verifiers};
+use firebrand_verify::{Mode, parse_verifiers};
 
 use crate::cli::{firebrand, text};
 

@@ -20,6 +20,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use clap::{Args, Subcommand, ValueEnum};
 use firebrand_train::device::DeviceSpec;
+use firebrand_train::engine::kernel::cuda::CudaOps;
 use half::{bf16, f16};
 
 #[derive(Debug, Subcommand)]
@@ -30,11 +31,14 @@ pub enum BenchCommand {
     Multiverse(MultiverseArgs),
     /// GRPO rollout throughput: G sampled completions per prompt, full length.
     Rollout(RolloutArgs),
-    /// The fast CUDA path: every kernel against the CPU reference, the whole step against burn's
-    /// autodiff, and kernel timings beside burn's at the reference shapes.
+    /// The kernel engine on CUDA: every kernel against the CPU reference, the whole step against
+    /// the burn engine (SFT's fused pass and the split pass of DPO and GRPO), and kernel timings
+    /// beside burn's at the reference shapes.
     Kernels(KernelsArgs),
-    /// Training-step throughput of the fast CUDA path on random full rows, with a profile.
-    Sft(SftArgs),
+    /// Training-step throughput of a method (sft, dpo, grpo) on the kernel engine on random full
+    /// rows, with a profile (`bench sft` is `bench step --method sft`).
+    #[command(alias = "sft")]
+    Step(StepArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,11 +54,26 @@ pub struct KernelsArgs {
     no_timings: bool,
 }
 
+/// The method `bench step` times.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StepMethod {
+    Sft,
+    Dpo,
+    Grpo,
+}
+
 #[derive(Debug, Args)]
-pub struct SftArgs {
+pub struct StepArgs {
     /// cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
     device: String,
+    /// sft (every position trained), dpo (pairs; replies are the second half of each row) or
+    /// grpo (completions after quarter-row prompts, at temperature 1 with entropies).
+    #[arg(long, value_enum, default_value = "sft")]
+    method: StepMethod,
+    /// GRPO's KL weight: above 0, a reference engine scores each step's rows too.
+    #[arg(long, default_value_t = 0.0)]
+    beta: f64,
     /// Rows per step.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -165,7 +184,7 @@ pub struct MatmulArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Kernels(a) => kernels(&a),
-        BenchCommand::Sft(a) => sft(&a),
+        BenchCommand::Step(a) => step(&a),
         BenchCommand::Multiverse(a) => {
             let device: DeviceSpec = a.device.parse().map_err(anyhow::Error::msg).context("--device")?;
             match device {
@@ -218,7 +237,7 @@ fn rollout<B: Backend>(a: &RolloutArgs, device: &B::Device) -> anyhow::Result<Ex
         a.generations >= 1 && a.repeats >= 1 && a.new_tokens >= 1,
         "--generations, --repeats and --new-tokens must be at least 1"
     );
-    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(&a.model, device)?;
+    let trained = firebrand_train::trained::load_trained::<B>(&a.model, device)?;
     let tok_path = trained
         .tokenizer
         .clone()
@@ -433,17 +452,17 @@ fn cuda_ordinal(device: &str) -> anyhow::Result<usize> {
         .context("--device")?
     {
         DeviceSpec::Cuda(i) => Ok(i),
-        DeviceSpec::Cpu => anyhow::bail!("the fast path runs on CUDA: --device cuda"),
+        DeviceSpec::Cpu => anyhow::bail!("the kernel engine runs on CUDA: --device cuda"),
     }
 }
 
-fn open_fast(device: &str) -> anyhow::Result<firebrand_train::fast::cuda::CudaOps> {
+fn open_fast(device: &str) -> anyhow::Result<CudaOps> {
     let i = cuda_ordinal(device)?;
     firebrand_train::device::configure_kernel_cache();
     let t = Instant::now();
-    let ops = firebrand_train::fast::cuda::CudaOps::new(i).context("starting the fast path")?;
+    let ops = CudaOps::new(i).context("starting the kernel engine")?;
     println!(
-        "fast path on {} (sm_{}{}), kernels {} in {:.2} s",
+        "kernel engine on {} (sm_{}{}), kernels {} in {:.2} s",
         ops.name,
         ops.cc.0,
         ops.cc.1,
@@ -459,8 +478,8 @@ fn open_fast(device: &str) -> anyhow::Result<firebrand_train::fast::cuda::CudaOp
 
 fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
     use burn::backend::Autodiff;
-    use firebrand_train::fast::check;
-    use firebrand_train::fast::cpu::CpuOps;
+    use firebrand_train::engine::kernel::check;
+    use firebrand_train::engine::kernel::cpu::CpuOps;
     use firebrand_train::model::{ModelConfig, ModelType};
 
     let mut fast = open_fast(&a.device)?;
@@ -470,7 +489,7 @@ fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
         &mut fast,
         &mut CpuOps::new(),
         a.seed,
-        &firebrand_train::fast::cuda::HEAD_DIMS,
+        &firebrand_train::engine::kernel::cuda::HEAD_DIMS,
     )?;
     for c in &checks {
         failed += usize::from(!c.ok());
@@ -482,7 +501,9 @@ fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
             c.name
         );
     }
-    println!("\nwhole step against burn's autodiff (Autodiff<Cuda<f32>>, the plain path), same weights and rows:");
+    println!(
+        "\nwhole step of the kernel engine against the burn engine (Autodiff<Cuda<f32>>), same weights and rows;\n  sft: the fused pass with SFT's gradient; split: log-probs at temperature 0.7 with entropies, then a random\n  gradient per target sent back (the pass DPO and GRPO take):"
+    );
     let device = burn::backend::cuda::CudaDevice::new(cuda_ordinal(&a.device)?);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(a.seed);
     let base = ModelConfig {
@@ -538,23 +559,42 @@ fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
         "  (bf16 rounding alone moves gradients that are sums over many tokens: each case is also run on the\n   CPU reference emulating bf16 storage, and the CUDA engine passes when its global gradient error is\n   within twice the emulation's, or 1e-2, and its loss within 5e-3)"
     );
     for (name, config, rows) in cases {
-        let ops = Box::new(firebrand_train::fast::cuda::CudaOps::new(cuda_ordinal(&a.device)?)?);
-        let r = check::model_check::<Autodiff<Cuda<f32>>>(ops, &config, &rows, &device, a.seed)?;
-        let e = check::model_check::<Autodiff<Cuda<f32>>>(Box::new(CpuOps::new()), &config, &rows, &device, a.seed)?;
-        let (worst, err) = r.worst();
-        let (eworst, eerr) = e.worst();
-        let ok = r.loss_rel() <= 5e-3 && r.global <= (2.0 * e.global).max(1e-2);
-        failed += usize::from(!ok);
-        println!(
-            "  {} {name}: loss rel {:.1e}, gradients rel {:.1e} (all), worst tensor {:.1e} ({worst}); bf16 emulated on the CPU: loss rel {:.1e}, gradients {:.1e} (all), worst {:.1e} ({eworst})",
-            if ok { "ok  " } else { "FAIL" },
-            r.loss_rel(),
-            r.global,
-            err,
-            e.loss_rel(),
-            e.global,
-            eerr
-        );
+        for how in [check::CheckGrad::Sft, check::CheckGrad::Split { temperature: 0.7 }] {
+            let ops = Box::new(CudaOps::new(cuda_ordinal(&a.device)?)?);
+            let r = check::model_check::<Autodiff<Cuda<f32>>>(ops, &config, &rows, &device, a.seed, how)?;
+            let e = check::model_check::<Autodiff<Cuda<f32>>>(
+                Box::new(CpuOps::new()),
+                &config,
+                &rows,
+                &device,
+                a.seed,
+                how,
+            )?;
+            let (worst, err) = r.worst();
+            let (eworst, eerr) = e.worst();
+            let ok = r.loss_rel() <= 5e-3
+                && r.logp <= (2.0 * e.logp).max(1e-2)
+                && r.entropy <= (2.0 * e.entropy).max(1e-2)
+                && r.global <= (2.0 * e.global).max(1e-2);
+            failed += usize::from(!ok);
+            let pass = match how {
+                check::CheckGrad::Sft => "sft",
+                check::CheckGrad::Split { .. } => "split",
+            };
+            println!(
+                "  {} {name}, {pass}: loss rel {:.1e}, log-probs {:.1e}, entropies {:.1e}, gradients rel {:.1e} (all), worst tensor {:.1e} ({worst}); bf16 emulated on the CPU: loss rel {:.1e}, log-probs {:.1e}, gradients {:.1e} (all), worst {:.1e} ({eworst})",
+                if ok { "ok  " } else { "FAIL" },
+                r.loss_rel(),
+                r.logp,
+                r.entropy,
+                r.global,
+                err,
+                e.loss_rel(),
+                e.logp,
+                e.global,
+                eerr
+            );
+        }
     }
     if !a.no_timings {
         println!("\ntimings at the reference shapes (median ms; burn = Autodiff<Cuda<f32>>, the plain path):");
@@ -586,15 +626,15 @@ fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn sft(a: &SftArgs) -> anyhow::Result<ExitCode> {
-    use firebrand_train::fast::check;
+fn step(a: &StepArgs) -> anyhow::Result<ExitCode> {
     use firebrand_train::model::{ModelConfig, ModelType};
+    use firebrand_train::trainer::bench::{BenchMethod, method_bench};
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
     anyhow::ensure!(
         a.heads > 0 && a.hidden.is_multiple_of(a.heads),
         "--hidden must be a multiple of --heads"
     );
-    let fast = open_fast(&a.device)?;
+    let kernels = open_fast(&a.device)?;
     let config = ModelConfig {
         model_type: ModelType::Llama,
         hidden_size: a.hidden,
@@ -613,16 +653,37 @@ fn sft(a: &SftArgs) -> anyhow::Result<ExitCode> {
         bos_token_id: None,
         eos_token_id: None,
     };
-    let t = check::step_bench(Box::new(fast), &config, a.batch, a.seq, a.warmup, a.steps, a.profile)?;
+    let method = match a.method {
+        StepMethod::Sft => BenchMethod::Sft,
+        StepMethod::Dpo => BenchMethod::Dpo,
+        StepMethod::Grpo => BenchMethod::Grpo { beta: a.beta },
+    };
+    let reference: Option<Box<dyn firebrand_train::engine::kernel::ops::Ops>> = match method {
+        BenchMethod::Grpo { beta } if beta > 0.0 => Some(Box::new(CudaOps::new(cuda_ordinal(&a.device)?)?)),
+        _ => None,
+    };
+    let t = method_bench::<burn::backend::Autodiff<Cuda<f32>>>(
+        Box::new(kernels),
+        reference,
+        &config,
+        method,
+        a.batch,
+        a.seq,
+        a.warmup,
+        a.steps,
+        a.profile,
+    )?;
     let mut sorted = t.steps.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let flops = firebrand_train::trainer::run::flops_per_token(&config, a.seq) * t.tokens as f64;
     println!(
-        "fast SFT step, {} params, {} x {} tokens: median {:.2} ms (min {:.2}, max {:.2}) over {} steps = {:.0} tokens/s, MFU {:.1}% of {} TFLOP/s; loss {:.4} -> {:.4}",
+        "{:?} step on the kernel engine, {} params, {} x {} tokens ({} targets): median {:.2} ms (min {:.2}, max {:.2}) over {} steps = {:.0} tokens/s, MFU {:.1}% of {} TFLOP/s; loss {:.4} -> {:.4}",
+        method,
         config.num_parameters(),
         a.batch,
         a.seq,
+        t.targets,
         median * 1e3,
         sorted[0] * 1e3,
         sorted[sorted.len() - 1] * 1e3,

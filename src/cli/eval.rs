@@ -11,8 +11,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use firebrand_data::records::{ChatRow, PromptsRow, Role};
 use firebrand_data::{Dataset, DatasetKind};
-use firebrand_synth::vifrag::score::{Detail, IfEvalInput, Judged, Report};
-use firebrand_synth::vifrag::{Verifier, kinds, parse_verifiers};
+use firebrand_verify::score::{Detail, IfEvalInput, Judged, Report};
+use firebrand_verify::{Verifier, kinds, parse_verifiers};
 use serde_json::Value;
 
 use firebrand_train::localist::{BlockSource, LocalistConfig, LocalistRun, Schedule, TargetRule};
@@ -96,7 +96,7 @@ pub struct AttentionArgs {
 
 fn attention(a: &AttentionArgs) -> anyhow::Result<ExitCode> {
     type B = burn::backend::NdArray<f32>;
-    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(&a.model, &Default::default())?;
+    let trained = firebrand_train::trained::load_trained::<B>(&a.model, &Default::default())?;
     let mut config = trained
         .recipe
         .as_ref()
@@ -141,7 +141,7 @@ fn attention(a: &AttentionArgs) -> anyhow::Result<ExitCode> {
     let ds = Dataset::open_kind(&a.data, DatasetKind::Tokens)?;
     let n = ds.len()?.min(a.rows);
     let rows: Vec<firebrand_data::TokensRow> = ds.take(&(0..n as u64).collect::<Vec<_>>())?;
-    let report = firebrand_train::localist::evaluate(&trained.model, &rows, &run, a.batch_size)?;
+    let report = firebrand_train::engine::autodiff::attention_report(&trained.model, &rows, &run, a.batch_size)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

@@ -8,7 +8,7 @@ use burn::backend::NdArray;
 use clap::Args;
 use firebrand_data::template::Template;
 use firebrand_train::hf;
-use firebrand_train::trainer::checkpoint::{Trained, load_trained};
+use firebrand_train::trained::{Trained, load_trained};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

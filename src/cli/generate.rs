@@ -22,7 +22,7 @@ use firebrand_data::template::Template;
 use firebrand_data::tokenizer;
 use firebrand_train::device::DeviceSpec;
 use firebrand_train::generate::{Completion, Finish, SamplingParams, generate};
-use firebrand_train::trainer::checkpoint::{Trained, load_trained};
+use firebrand_train::trained::{Trained, load_trained};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {

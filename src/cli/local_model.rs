@@ -65,7 +65,7 @@ impl<B: Backend> Generator for LocalGenerator<B> {
 }
 
 fn load<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LocalGenerator<B>> {
-    let trained = firebrand_train::trainer::checkpoint::load_trained::<B>(path, device)?;
+    let trained = firebrand_train::trained::load_trained::<B>(path, device)?;
     let Some(tok_path) = &trained.tokenizer else {
         bail!("{}: no tokenizer is known for this model", path.display());
     };

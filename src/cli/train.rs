@@ -7,10 +7,13 @@ use anyhow::{Context, bail};
 use burn::backend::{Autodiff, Cuda, NdArray};
 use clap::Args;
 use firebrand_data::{Dataset, DatasetKind, TokensRow};
+use firebrand_train::checkpoint;
 use firebrand_train::device::DeviceSpec;
 use firebrand_train::recipe::{RESUMABLE_KEYS, Recipe, TextSource};
-use firebrand_train::trainer::run::{Event, RunPlan, flops_per_token, train};
-use firebrand_train::trainer::{checkpoint, data};
+use firebrand_train::trainer::data;
+use firebrand_train::trainer::method::{Evaluation, Note};
+use firebrand_train::trainer::plan::RunPlan;
+use firebrand_train::trainer::run::{Event, flops_per_token, train};
 
 use super::progress;
 
@@ -264,43 +267,43 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
     };
     let on_event = |e: &Event| match e {
         Event::Step(m) => {
+            // The method's metrics under TRL's names; the ones a method does not log are absent.
+            let get = |k: &str| m.method.get(k).and_then(serde_json::Value::as_f64);
             pb.set_position(m.step as u64);
-            pb.set_message(match &m.grpo {
-                Some(g) => format!("reward {:.3}", g.rollout.reward),
+            pb.set_message(match get("reward") {
+                Some(r) => format!("reward {r:.3}"),
                 None => format!("loss {:.4}", m.loss),
             });
             if !pb.is_hidden() {
                 return;
             }
             let mfu = m.mfu.map(|x| format!(", MFU {:.1}%", 100.0 * x)).unwrap_or_default();
-            let dpo = m
-                .dpo
-                .map(|d| format!("  accuracy {:.2}  margin {:.4}", d.accuracy, d.margin))
-                .unwrap_or_default();
-            let grpo = m
-                .grpo
-                .as_ref()
-                .map(|g| {
-                    let rollout = g
-                        .rollout_tokens_per_s
-                        .map(|r| format!("  rollout {:.1} s ({r:.0} tok/s)", g.rollout_s))
-                        .unwrap_or_default();
-                    format!(
-                        "  reward {:.3}  zero-std groups {:.2}  length {:.1}  kl {:.4}  entropy {:.3}{rollout}",
-                        g.rollout.reward, g.rollout.frac_reward_zero_std, g.rollout.mean_length, g.kl, g.entropy
-                    )
-                })
-                .unwrap_or_default();
+            let mut method = String::new();
+            if let (Some(a), Some(g)) = (get("rewards/accuracies"), get("rewards/margins")) {
+                method.push_str(&format!("  accuracy {a:.2}  margin {g:.4}"));
+            }
+            if let Some(r) = get("reward") {
+                method.push_str(&format!(
+                    "  reward {r:.3}  zero-std groups {:.2}  length {:.1}  kl {:.4}  entropy {:.3}",
+                    get("frac_reward_zero_std").unwrap_or(f64::NAN),
+                    get("completions/mean_length").unwrap_or(f64::NAN),
+                    get("kl").unwrap_or(f64::NAN),
+                    get("entropy").unwrap_or(f64::NAN)
+                ));
+            }
+            if let (Some(s), Some(r)) = (get("rollout_s"), get("rollout_tokens_per_s")) {
+                method.push_str(&format!("  rollout {s:.1} s ({r:.0} tok/s)"));
+            }
             println!(
-                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}{dpo}{grpo}",
+                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s{mfu}{method}",
                 m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s
             );
         }
-        Event::Eval(step, loss) => say(format!("step {step:>5}  eval/loss {loss:.4}")),
-        Event::EvalReward(step, reward) => say(format!("step {step:>5}  eval/reward {reward:.4}")),
-        Event::Completions(group) => {
+        Event::Eval(step, Evaluation::Loss(loss)) => say(format!("step {step:>5}  eval/loss {loss:.4}")),
+        Event::Eval(step, Evaluation::Reward(reward)) => say(format!("step {step:>5}  eval/reward {reward:.4}")),
+        Event::Method(Note::Completions(group)) => {
             // The group's best and worst completions of the logged prompt.
-            let scored = |s: &&firebrand_train::trainer::grpo_step::LoggedSample| s.reward.unwrap_or(f64::NEG_INFINITY);
+            let scored = |s: &&firebrand_train::trainer::method::LoggedSample| s.reward.unwrap_or(f64::NEG_INFINITY);
             let best = group.iter().max_by(|a, b| scored(a).total_cmp(&scored(b)));
             let worst = group.iter().min_by(|a, b| scored(a).total_cmp(&scored(b)));
             if let (Some(best), Some(worst)) = (best, worst) {
@@ -315,7 +318,7 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
                 ));
             }
         }
-        Event::Prompts { kept, too_long, empty } => {
+        Event::Method(Note::Prompts { kept, too_long, empty }) => {
             let mut line = format!("prompts: {kept} to sample from");
             if *too_long > 0 {
                 line.push_str(&format!(
@@ -328,8 +331,8 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
             say(line)
         }
         Event::Checkpoint(dir) => say(format!("checkpoint {}", dir.display())),
-        Event::Kernels(note) => say(note.clone()),
-        Event::Reference(r) => {
+        Event::Engine(note) => say(note.clone()),
+        Event::Method(Note::Reference(r)) => {
             let line = format!(
                 "reference log-probs: {} pairs computed, {} reused from the dataset's cache",
                 r.computed, r.reused
@@ -338,19 +341,19 @@ fn train_on(plan: &RunPlan, device: DeviceSpec) -> anyhow::Result<PathBuf> {
         }
     };
     let summary = match device {
-        DeviceSpec::Cpu => firebrand_train::fast::choose(&plan.recipe, &plan.config)
+        DeviceSpec::Cpu => firebrand_train::engine::choose(&plan.recipe, &plan.config)
             .and_then(|k| train::<Autodiff<NdArray<f32>>>(plan, k, &Default::default(), peak, on_event)),
         DeviceSpec::Cuda(i) => {
             if let Some(dir) = firebrand_train::device::configure_kernel_cache() {
                 pb.println(format!("kernel cache: {}", dir.display()));
             }
             let device = burn::backend::cuda::CudaDevice::new(i);
-            // The kernels are chosen (and the fast path's device opened) first: on the fast path
-            // burn only holds the model between checkpoints, in f32, so the fp32 master weights
-            // and moments are saved as they are (and initialised as the f32 path initialises
-            // them); burn's own steps run in train.dtype.
-            firebrand_train::fast::choose(&plan.recipe, &plan.config).and_then(|k| {
-                if plan.recipe.train.dtype == "bf16" && !k.is_fast() {
+            // The engine is chosen (and the kernel engine's device opened) first: the kernel
+            // engine keeps burn only to initialise the weights and to sample, in f32, so the fp32
+            // master weights are initialised as the f32 path initialises them; the burn engine
+            // runs in train.dtype.
+            firebrand_train::engine::choose(&plan.recipe, &plan.config).and_then(|k| {
+                if plan.recipe.train.dtype == "bf16" && !k.is_kernel() {
                     train::<Autodiff<Cuda<half::bf16>>>(plan, k, &device, peak, on_event)
                 } else {
                     train::<Autodiff<Cuda<f32>>>(plan, k, &device, peak, on_event)
@@ -377,7 +380,7 @@ fn print_grpo_plan(
     work_dir: &Path,
     overrides: &[String],
 ) -> anyhow::Result<()> {
-    use firebrand_train::trainer::rollout::Prompts;
+    use firebrand_train::trainer::method::rollout::Prompts;
     let t = &plan.recipe.train;
     println!("# resolved recipe{}", overrides_note(overrides));
     println!("{}", plan.recipe.to_toml());
@@ -539,7 +542,7 @@ fn print_plan(
         flops_per_token(&plan.config, mean_len as usize) * mean_len * (t.max_steps * rows_per_step) as f64
     );
     println!("device: {}, {}", plan.recipe.train.device, plan.recipe.train.dtype);
-    println!("kernels: {}", planned_kernels(plan));
+    println!("{}", planned_kernels(plan));
     if let Some(path) = rows_out {
         if train_rows == 0 {
             bail!(
@@ -548,7 +551,7 @@ fn print_plan(
                 plan.recipe.data.eval_rows
             );
         }
-        let steps = firebrand_train::trainer::run::step_rows(&plan.recipe, rows as u64, t.max_steps);
+        let steps = firebrand_train::trainer::order::step_rows(&plan.recipe, rows as u64, t.max_steps);
         let mut text = String::new();
         for (i, micro_batches) in steps.iter().enumerate() {
             text.push_str(&serde_json::json!({"step": i + 1, "micro_batches": micro_batches}).to_string());
@@ -563,16 +566,8 @@ fn print_plan(
 /// What `train.kernels` will run, as far as the recipe decides it (the device's libraries are
 /// only checked when the run starts).
 fn planned_kernels(plan: &RunPlan) -> String {
-    use firebrand_train::recipe::Kernels;
-    let t = &plan.recipe.train;
-    let why_not = firebrand_train::fast::unsupported(&plan.recipe, &plan.config);
-    match (t.kernels, why_not) {
-        (Kernels::Burn, _) => "burn (train.kernels = \"burn\")".into(),
-        (Kernels::Reference, _) => "reference (the fast path's engine on CPU reference kernels)".into(),
-        (Kernels::Auto, _) if t.dtype != "bf16" => format!("burn (train.dtype = \"{}\")", t.dtype),
-        (Kernels::Auto, Some(why)) => format!("burn ({why})"),
-        (_, None) if !t.device.starts_with("cuda") && t.device != "gpu" => "burn (CPU)".into(),
-        (_, None) => "fast (CUDA kernels and cuBLASLt, bf16 matmuls with fp32 master weights)".into(),
-        (Kernels::Fast, Some(why)) => format!("fast is refused: {why}"),
+    match firebrand_train::engine::choose::plan(&plan.recipe, &plan.config) {
+        Ok(choice) => choice.note,
+        Err(e) => format!("refused: {e}"),
     }
 }

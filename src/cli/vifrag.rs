@@ -16,7 +16,7 @@ use firebrand_synth::runner::{JobOptions, run_job, run_job_batched};
 use firebrand_synth::vifrag::compose::{ComposeOptions, default_pool};
 use firebrand_synth::vifrag::keep::{KeepStats, answer_and_keep};
 use firebrand_synth::vifrag::mix::{Query, make_prompt};
-use firebrand_synth::vifrag::{Context as QueryContext, Kind, Origin, Passage, kind, kinds};
+use firebrand_verify::{Context as QueryContext, Kind, Origin, Passage, kind, kinds};
 
 use super::local_model::ModelArgs;
 use super::progress;
@@ -283,7 +283,7 @@ fn print_instruction_counts(out: &Path) -> anyhow::Result<()> {
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
     for row in ds.rows::<PromptsRow>(1024)? {
         let row = row?;
-        let specs: Vec<firebrand_synth::vifrag::Spec> = serde_json::from_str(&row.verifiers).unwrap_or_default();
+        let specs: Vec<firebrand_verify::Spec> = serde_json::from_str(&row.verifiers).unwrap_or_default();
         *per_prompt.entry(specs.len()).or_default() += 1;
         for s in specs {
             *by_id.entry(s.id).or_default() += 1;

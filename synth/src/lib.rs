@@ -9,6 +9,5 @@ pub mod lintseq;
 pub mod mig;
 pub mod multiverse;
 pub mod prefs;
-pub mod reward;
 pub mod runner;
 pub mod vifrag;

@@ -100,27 +100,7 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
                 format!("`{name}` has shape {:?}, the config says {shape:?}", view.shape()),
             ));
         }
-        let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(weights_err(
-                    &self.dir,
-                    format!("`{name}` is {other:?}; f32, f16 and bf16 are read"),
-                ));
-            }
-        };
+        let values = decode(&view).map_err(|e| weights_err(&self.dir, format!("`{name}` {e}")))?;
         self.used.insert(name.to_string());
         Ok(TensorData::new(values, shape.to_vec()))
     }
@@ -143,6 +123,72 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
         left.sort();
         left
     }
+}
+
+/// A tensor's values as f32 (from f32, f16 or bf16 storage).
+fn decode(view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+    let bytes = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => return Err(format!("is {other:?}; f32, f16 and bf16 are read")),
+    })
+}
+
+/// Tensors as f32 values by name, and a file's metadata.
+pub type TensorFile = (BTreeMap<String, Vec<f32>>, HashMap<String, String>);
+
+/// Every tensor of one safetensors file as f32 values by name, and the file's metadata.
+///
+/// # Errors
+/// When the file cannot be read or parsed, or holds a type other than f32, f16 or bf16.
+pub fn read_tensors(path: &Path) -> Result<TensorFile, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| weights_err(path, e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| weights_err(path, e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let v = decode(&view).map_err(|e| weights_err(path, format!("`{name}` {e}")))?;
+        out.insert(name, v);
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Writes f32 tensors `(name, shape, values)` to one safetensors file with `metadata`, through a
+/// temporary file renamed into place (a killed write never leaves a truncated file).
+///
+/// # Errors
+/// When a shape does not match its values, or the file cannot be written.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &[(&str, &str)],
+) -> Result<(), TrainError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), b) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b)
+            .map_err(|e| weights_err(path, format!("`{name}`: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let out = safetensors::serialize(views, Some(meta)).map_err(|e| weights_err(path, e.to_string()))?;
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, out).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
 impl<B: Backend> TensorSource<B> for SafetensorsSource<'_, B> {

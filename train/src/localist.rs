@@ -520,7 +520,7 @@ impl LocalistRun {
 }
 
 /// Attention metrics of one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct LayerMetrics {
     /// Mean entropy in bits.
     pub entropy_bits: f64,
@@ -543,75 +543,4 @@ pub struct AttentionReport {
     pub accuracy: f64,
     /// Targets scored.
     pub targets: usize,
-}
-
-/// Attention entropy and fidelity per layer, perplexity and next-token accuracy of `model` on
-/// `rows` (in micro-batches of `batch`), with the bias of `run` (the dial at inference).
-///
-/// # Errors
-/// Rows that do not form a batch (no targets, mismatched columns).
-pub fn evaluate<B: Backend>(
-    model: &crate::Decoder<B>,
-    rows: &[firebrand_data::TokensRow],
-    run: &LocalistRun,
-    batch: usize,
-) -> Result<AttentionReport, crate::TrainError> {
-    use burn::tensor::ElementConversion;
-    let device = model.device();
-    let (mut nll, mut correct, mut targets) = (0.0f64, 0usize, 0usize);
-    let mut layers: Vec<(f64, f64)> = Vec::new();
-    for chunk in rows.chunks(batch.max(1)) {
-        let b = crate::trainer::sft::collate::<B>(chunk, &device)?;
-        let [_, t] = b.input_ids.dims();
-        let blocks = run.blocks(chunk, model);
-        let real: Vec<Vec<bool>> = chunk.iter().map(|r| vec![true; r.input_ids.len()]).collect();
-        let bt = BlockTensors::new(&blocks, &run.targets(&blocks, chunk), &real, t, &device);
-        let (hidden, weights) =
-            model.hidden_with_weights(b.input_ids.clone(), b.position_ids.clone(), &b.mask, &run.biases(&bt));
-        let logits = model.logits(hidden);
-        let [rb, rt, _] = logits.dims();
-        let logp = burn::tensor::activation::log_softmax(logits.clone(), 2)
-            .gather(2, b.targets.clone().reshape([rb, rt, 1]))
-            .reshape([rb, rt]);
-        nll -= (logp * b.weights.clone()).sum().into_scalar().elem::<f64>();
-        let hits = logits
-            .argmax(2)
-            .reshape([rb, rt])
-            .equal(b.targets.clone())
-            .float()
-            .mul(b.weights.clone())
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-        correct += hits.round() as usize;
-        targets += b.count;
-        if layers.is_empty() {
-            layers = vec![(0.0, 0.0); weights.len()];
-        }
-        for (acc, w) in layers.iter_mut().zip(&weights) {
-            acc.0 += bt.entropy_bits(w).into_scalar().elem::<f64>() * b.count as f64;
-            acc.1 += bt.fidelity(w).into_scalar().elem::<f64>() * b.count as f64;
-        }
-    }
-    if targets == 0 {
-        return Err(crate::TrainError::Batch(
-            "no target tokens to measure on (no rows, or every loss-mask bit is off)".into(),
-        ));
-    }
-    let n = targets as f64;
-    let nll = nll / n;
-    Ok(AttentionReport {
-        lambdas: run.lambdas.clone(),
-        layers: layers
-            .into_iter()
-            .map(|(e, f)| LayerMetrics {
-                entropy_bits: e / n,
-                fidelity: f / n,
-            })
-            .collect(),
-        nll,
-        perplexity: nll.exp(),
-        accuracy: correct as f64 / n,
-        targets,
-    })
 }

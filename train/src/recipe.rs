@@ -16,7 +16,6 @@ use firebrand_data::tokenize::{Overflow, TokenizeOptions};
 
 use crate::error::TrainError;
 use crate::model::{ModelConfig, ModelType};
-use crate::trainer::schedule::Schedule;
 
 /// A whole recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,10 +333,10 @@ pub struct TrainSection {
     /// `cpu` or `cuda[:N]`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Float type of the run: `f32` (default), or `bf16` on CUDA. On the fast path (`kernels`),
-    /// `bf16` is mixed precision: bf16 matmuls with fp32 master weights, gradients and AdamW
-    /// moments. On the burn path, which has no mixed precision, `bf16` keeps weights, gradients
-    /// and moments in bf16 too (an update smaller than ~0.4% of a weight rounds away).
+    /// Float type of the run: `f32` (default), or `bf16` on CUDA. On the kernel engine
+    /// (`kernels`), `bf16` is mixed precision: bf16 matmuls with fp32 master weights, gradients
+    /// and AdamW moments. On the burn engine, which has no mixed precision, `bf16` keeps weights,
+    /// gradients and moments in bf16 too (an update smaller than ~0.4% of a weight rounds away).
     /// Checkpoints are written in f32 either way.
     #[serde(default = "default_dtype")]
     pub dtype: String,
@@ -348,22 +347,132 @@ pub struct TrainSection {
     pub peak_tflops: Option<f64>,
 }
 
-/// Which implementation runs a training step.
+/// Which engine runs a training step (`crate::engine::choose`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
-    /// The fast path when it can run the recipe (CUDA of compute capability 8.0+ with NVRTC and
-    /// cuBLASLt, `dtype = "bf16"`, SFT without `[localist]`, head_dim 64 or 128, hidden and
+    /// The kernel engine when it can run the recipe (CUDA of compute capability 8.0+ with NVRTC
+    /// and cuBLASLt, `dtype = "bf16"`, no `[localist]`, head_dim 64 or 128, hidden and
     /// intermediate sizes multiples of 8, kernels that fit the card's shared memory), else burn.
     #[default]
     Auto,
-    /// The fast path (`fast/`: our CUDA kernels and cuBLASLt), or an error saying why not.
+    /// The kernel engine on CUDA (our kernels and cuBLASLt), or an error saying why not.
     Fast,
-    /// burn's kernels (`Autodiff<Cuda>` or `Autodiff<NdArray>`).
+    /// The burn engine (`Autodiff<Cuda>` or `Autodiff<NdArray>`).
     Burn,
-    /// The fast path's engine on its CPU reference kernels: slow, for checking the engine
+    /// The kernel engine on its CPU reference kernels: slow, for checking the engine
     /// (`dtype = "bf16"` rounds as the GPU stores, `f32` does not).
     Reference,
+}
+
+impl Kernels {
+    /// The recipe's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Auto => "auto",
+            Kernels::Fast => "fast",
+            Kernels::Burn => "burn",
+            Kernels::Reference => "reference",
+        }
+    }
+}
+
+/// The learning rate's decay after warmup (`trainer::schedule::lr_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Half a cosine from `lr` down to the floor.
+    Cosine,
+    /// A straight line from `lr` down to the floor.
+    Linear,
+    /// `lr` throughout (after warmup).
+    Constant,
+}
+
+/// Which DPO loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpoLoss {
+    /// −log σ(βΔ), the paper's.
+    #[default]
+    Sigmoid,
+    /// max(0, 1 − βΔ).
+    Hinge,
+    /// (Δ̄ − 1/(2β))² on per-token averaged log-ratios.
+    Ipo,
+}
+
+/// DPO's options (TRL's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpoOptions {
+    /// β (default 0.1).
+    pub beta: f64,
+    /// The loss.
+    pub loss: DpoLoss,
+    /// ε of cDPO label smoothing, sigmoid only (default 0).
+    pub label_smoothing: f64,
+}
+
+impl Default for DpoOptions {
+    fn default() -> Self {
+        DpoOptions {
+            beta: 0.1,
+            loss: DpoLoss::Sigmoid,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl DpoOptions {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// β ≤ 0, ε outside [0, 0.5), or label smoothing with a loss other than sigmoid.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if !(self.beta > 0.0 && self.beta.is_finite()) {
+            return Err(TrainError::Config(format!("dpo beta must be > 0 (got {})", self.beta)));
+        }
+        if !(0.0..0.5).contains(&self.label_smoothing) {
+            return Err(TrainError::Config(format!(
+                "dpo label_smoothing must lie in [0, 0.5) (got {})",
+                self.label_smoothing
+            )));
+        }
+        if self.label_smoothing > 0.0 && self.loss != DpoLoss::Sigmoid {
+            return Err(TrainError::Config(
+                "dpo label_smoothing applies to the sigmoid loss only".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How GRPO's advantages are scaled after centring on the group mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleRewards {
+    /// By the group's std (TRL's default, DeepSeekMath's).
+    #[default]
+    Group,
+    /// By the std of the whole batch.
+    Batch,
+    /// Not scaled (Dr. GRPO).
+    None,
+}
+
+/// How GRPO's per-token losses are reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Mean over sequences of each sequence's token mean (DeepSeekMath).
+    Grpo,
+    /// Token mean over the micro-batch.
+    Bnpo,
+    /// Token sum over rows × max completion length (Dr. GRPO).
+    DrGrpo,
+    /// Token sum over the active tokens of the whole generation batch (DAPO; TRL's default).
+    #[default]
+    Dapo,
 }
 
 /// `[method]`.
@@ -381,7 +490,7 @@ pub enum Method {
         beta: f64,
         /// sigmoid (default), hinge or ipo.
         #[serde(default)]
-        loss: crate::trainer::dpo::DpoLoss,
+        loss: DpoLoss,
         /// cDPO label smoothing ε (sigmoid only).
         #[serde(default)]
         label_smoothing: f64,
@@ -395,7 +504,7 @@ pub enum Method {
     },
     /// GRPO on a `prompts` dataset (`data.dataset` or `data.query`): each step samples
     /// `num_generations` completions per prompt with the built-in sampler, scores them with
-    /// `rewards` and trains on group-normalised advantages (`trainer::grpo`). A step's generation
+    /// `rewards` and trains on group-normalised advantages (`trainer::method::grpo`). A step's generation
     /// batch is `train.micro_batch_size × train.grad_accum_steps` completions, so it holds that
     /// many / `num_generations` prompts (TRL's accounting).
     Grpo(Box<GrpoMethod>),
@@ -437,15 +546,15 @@ pub struct GrpoMethod {
     pub reference: Option<PathBuf>,
     /// grpo, bnpo, dr_grpo or dapo (TRL's default).
     #[serde(default)]
-    pub loss_type: crate::trainer::grpo::LossType,
+    pub loss_type: LossType,
     /// Advantage scaling: group (default), batch or none.
     #[serde(default)]
-    pub scale_rewards: crate::trainer::grpo::ScaleRewards,
+    pub scale_rewards: ScaleRewards,
     /// Write the first group's completions to `RUN/completions.jsonl` every N steps (0: never).
     #[serde(default = "default_log_completions")]
     pub log_completions_every: usize,
     /// The rewards, summed with their weights: `[[method.rewards]]` tables.
-    pub rewards: Vec<firebrand_synth::reward::RewardSpec>,
+    pub rewards: Vec<firebrand_verify::reward::RewardSpec>,
 }
 
 fn default_generations() -> usize {
@@ -468,17 +577,6 @@ fn default_log_completions() -> usize {
 }
 
 impl GrpoMethod {
-    /// The loss options.
-    pub fn options(&self) -> crate::trainer::grpo::GrpoOptions {
-        crate::trainer::grpo::GrpoOptions {
-            epsilon_low: self.epsilon,
-            epsilon_high: self.epsilon_high.unwrap_or(self.epsilon),
-            beta: self.beta,
-            loss_type: self.loss_type,
-            max_completion_length: self.max_completion_length,
-        }
-    }
-
     fn check(&self, recipe: &Recipe) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
         let t = &recipe.train;
@@ -542,7 +640,7 @@ impl GrpoMethod {
         if self.beta > 0.0 && self.reference.is_none() && recipe.model.init.is_none() {
             return bad("method.beta > 0 needs a reference: set method.reference or model.init".into());
         }
-        firebrand_synth::reward::RewardSpec::build(&self.rewards).map_err(TrainError::Config)?;
+        firebrand_verify::reward::RewardSpec::build(&self.rewards).map_err(TrainError::Config)?;
         Ok(())
     }
 }
@@ -553,14 +651,14 @@ fn default_dpo_beta() -> f64 {
 
 impl Method {
     /// DPO's options, when the method is DPO.
-    pub fn dpo(&self) -> Option<crate::trainer::dpo::DpoOptions> {
+    pub fn dpo(&self) -> Option<DpoOptions> {
         match self {
             Method::Dpo {
                 beta,
                 loss,
                 label_smoothing,
                 ..
-            } => Some(crate::trainer::dpo::DpoOptions {
+            } => Some(DpoOptions {
                 beta: *beta,
                 loss: *loss,
                 label_smoothing: *label_smoothing,
@@ -771,7 +869,7 @@ impl Recipe {
             }
             // A Hugging Face folder or a checkpoint has config.json; a run, its latest checkpoint.
             if !dir.join("config.json").exists() && dir.is_dir() {
-                let (_, latest) = crate::trainer::checkpoint::latest(dir)?;
+                let (_, latest) = crate::checkpoint::latest(dir)?;
                 return crate::hf::read_config(&latest);
             }
             return crate::hf::read_config(dir);
@@ -852,22 +950,10 @@ impl Recipe {
             }
             Kernels::Reference if cuda => {
                 return bad(
-                    "train.kernels = \"reference\" runs the fast path's CPU reference: set train.device = \"cpu\"",
+                    "train.kernels = \"reference\" runs the kernel engine's CPU reference: set train.device = \"cpu\"",
                 );
             }
             _ => {}
-        }
-        if matches!(t.kernels, Kernels::Fast | Kernels::Reference) {
-            if !matches!(self.method, Method::Sft {}) {
-                return bad(
-                    "the fast path trains SFT; DPO and GRPO run on burn: set train.kernels = \"auto\" or \"burn\"",
-                );
-            }
-            if self.localist.is_some() {
-                return bad(
-                    "[localist] needs every layer's attention weights, which the fast path never forms: set train.kernels = \"burn\"",
-                );
-            }
         }
         if let Some(dpo) = self.method.dpo() {
             dpo.validate()?;
@@ -1112,10 +1198,9 @@ weight = 0.5
             (g.num_iterations, g.max_completion_length, g.temperature, g.beta),
             (1, 256, 1.0, 0.0)
         );
-        let o = g.options();
-        assert_eq!((o.epsilon_low, o.epsilon_high), (0.2, 0.2));
-        assert_eq!(o.loss_type, crate::trainer::grpo::LossType::Dapo);
-        assert_eq!(g.scale_rewards, crate::trainer::grpo::ScaleRewards::Group);
+        assert_eq!((g.epsilon, g.epsilon_high), (0.2, None));
+        assert_eq!(g.loss_type, LossType::Dapo);
+        assert_eq!(g.scale_rewards, ScaleRewards::Group);
         assert_eq!(g.rewards.len(), 2);
         // Round trip through the TOML a checkpoint saves.
         assert_eq!(Recipe::parse(&r.to_toml(), "saved", &[]).unwrap(), r);
@@ -1179,7 +1264,7 @@ weight = 0.5
         );
         assert!(matches!(
             g.rewards.as_slice(),
-            [firebrand_synth::reward::RewardSpec::Answer { signed: true, .. }]
+            [firebrand_verify::reward::RewardSpec::Answer { signed: true, .. }]
         ));
         let demo = Recipe::parse(
             include_str!("../../recipes/grpo-addition.toml"),

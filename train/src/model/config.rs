@@ -238,6 +238,44 @@ impl ModelConfig {
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + self.num_hidden_layers * layer + h + head
     }
+
+    /// Every tensor of the model under its `transformers` name, with its shape in HF layout
+    /// (`[out, in]` for linear weights).
+    pub fn hf_shapes(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (q, kv) = (
+            self.num_attention_heads * self.head_dim,
+            self.num_key_value_heads * self.head_dim,
+        );
+        let mut out = std::collections::BTreeMap::new();
+        out.insert("model.embed_tokens.weight".to_string(), vec![v, h]);
+        out.insert("model.norm.weight".to_string(), vec![h]);
+        if !self.tie_word_embeddings {
+            out.insert("lm_head.weight".to_string(), vec![v, h]);
+        }
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            for (name, shape) in [
+                ("self_attn.q_proj.weight", vec![q, h]),
+                ("self_attn.k_proj.weight", vec![kv, h]),
+                ("self_attn.v_proj.weight", vec![kv, h]),
+                ("self_attn.o_proj.weight", vec![h, q]),
+                ("mlp.gate_proj.weight", vec![i, h]),
+                ("mlp.up_proj.weight", vec![i, h]),
+                ("mlp.down_proj.weight", vec![h, i]),
+                ("input_layernorm.weight", vec![h]),
+                ("post_attention_layernorm.weight", vec![h]),
+            ] {
+                out.insert(format!("{p}.{name}"), shape);
+            }
+            if self.attention_bias {
+                for (name, len) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                    out.insert(format!("{p}.self_attn.{name}.bias"), vec![len]);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// A small random-initialisable configuration for unit tests (vocabulary 64, 2 layers, grouped

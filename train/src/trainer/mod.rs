@@ -1,19 +1,19 @@
 //! The one training loop every method shares, and what methods plug into it.
 //!
-//! `run.rs` reads like torchtune's `train()`: micro-batches, summed losses and their counts,
-//! backward, gradients divided by the window's count of loss tokens, clip, step, schedule, log,
-//! evaluate, checkpoint, NaN guard. Methods: `sft.rs` (a batch type and a loss), `dpo.rs` with
-//! `reference.rs` (cached reference log-probs), `grpo.rs` with `rollout.rs` (sampled completions,
-//! rewards, advantages).
+//! `run.rs` reads like torchtune's `train()`: a window of micro-batches, each one's forward on the
+//! engine, the method's loss and gradient, the engine's backward; then the global gradient norm,
+//! clipping, AdamW at the scheduled learning rate, logging, evaluation, checkpoints, and a guard
+//! against non-finite values. It names no method and no engine: methods are in `method/` (SFT,
+//! DPO with its cached reference log-probs, GRPO with its rollouts), engines in `crate::engine`.
+//!
+//! - `plan.rs` — what a run is; `data.rs` — its tokens or text; `order.rs` — the seeded data
+//!   order; `schedule.rs` — learning-rate schedules; `log.rs` — its JSON-lines files.
 
-pub mod checkpoint;
+pub mod bench;
 pub mod data;
-pub mod dpo;
-pub mod grpo;
-pub mod grpo_step;
-pub mod optim;
-pub mod reference;
-pub mod rollout;
+pub mod log;
+pub mod method;
+pub mod order;
+pub mod plan;
 pub mod run;
 pub mod schedule;
-pub mod sft;

@@ -1,19 +1,7 @@
 //! Learning-rate schedules as plain functions of the step (nanoGPT's `get_lr`): linear warmup from
 //! 0, then cosine or linear decay to `min_lr_ratio * lr` at `max_steps`, or constant.
 
-use serde::{Deserialize, Serialize};
-
-/// The decay after warmup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// Half a cosine from `lr` down to the floor.
-    Cosine,
-    /// A straight line from `lr` down to the floor.
-    Linear,
-    /// `lr` throughout (after warmup).
-    Constant,
-}
+pub use crate::recipe::Schedule;
 
 /// The learning rate of optimizer step `step` (0-based) of `max_steps`.
 pub fn lr_at(
