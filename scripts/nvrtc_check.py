@@ -1,5 +1,5 @@
-"""Compile the fast path's kernels (train/src/fast/cuda/kernels.cu) with NVRTC, with the options
-of train/src/fast/cuda/compile.rs, on a machine without a GPU: a compile error or a register spill
+"""Compile the kernel engine's kernels (train/src/engine/kernel/cuda/kernels.cu) with NVRTC, with the options
+of train/src/engine/kernel/cuda/compile.rs, on a machine without a GPU: a compile error or a register spill
 shows here before a device call is spent on it. Needs libnvrtc, e.g. from PyTorch's CUDA wheels
 (`pip install nvidia-cuda-nvrtc`), found on LD_LIBRARY_PATH or beside the running Python.
 
@@ -11,7 +11,7 @@ import argparse, ctypes, glob, os, re, site, sys
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--arch", default="sm_90")
-ap.add_argument("--source", default="train/src/fast/cuda/kernels.cu")
+ap.add_argument("--source", default="train/src/engine/kernel/cuda/kernels.cu")
 ap.add_argument("--kernel", nargs="*", help="only report kernels whose name contains one of these")
 args = ap.parse_args()
 

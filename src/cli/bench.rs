@@ -74,6 +74,9 @@ pub struct StepArgs {
     /// GRPO's KL weight: above 0, a reference engine scores each step's rows too.
     #[arg(long, default_value_t = 0.0)]
     beta: f64,
+    /// SFT with the localist dial at this λ in every layer (Δ 8, off-target penalty).
+    #[arg(long)]
+    localist: Option<f64>,
     /// Rows per step.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -653,8 +656,12 @@ fn step(a: &StepArgs) -> anyhow::Result<ExitCode> {
         bos_token_id: None,
         eos_token_id: None,
     };
+    anyhow::ensure!(
+        a.localist.is_none() || matches!(a.method, StepMethod::Sft),
+        "--localist times SFT with the dial: give --method sft"
+    );
     let method = match a.method {
-        StepMethod::Sft => BenchMethod::Sft,
+        StepMethod::Sft => BenchMethod::Sft { localist: a.localist },
         StepMethod::Dpo => BenchMethod::Dpo,
         StepMethod::Grpo => BenchMethod::Grpo { beta: a.beta },
     };

@@ -468,37 +468,46 @@ impl LocalistRun {
         })
     }
 
-    /// Block ids of each row (padding excluded), by the configured source.
+    /// Block ids of each row (padding excluded), by the configured source; `embeddings` gives a
+    /// row's token embeddings (asked only for adaptive blocks, see [`LocalistRun::needs_embeddings`]).
+    pub fn blocks_with(
+        &self,
+        rows: &[firebrand_data::TokensRow],
+        mut embeddings: impl FnMut(&firebrand_data::TokensRow) -> Vec<Vec<f32>>,
+    ) -> Vec<Vec<i32>> {
+        rows.iter()
+            .map(|r| match self.config.blocks {
+                BlockSource::Segments => r.segment_ids.clone(),
+                BlockSource::Anchors => blocks_from_anchors(&r.input_ids, &r.segment_ids, &self.anchor_ids),
+                BlockSource::Adaptive => blocks_adaptive(&embeddings(r), &r.segment_ids, self.config.threshold),
+            })
+            .collect()
+    }
+
+    /// Whether blocks come from the token embeddings (`blocks = "adaptive"`).
+    pub fn needs_embeddings(&self) -> bool {
+        self.config.blocks == BlockSource::Adaptive
+    }
+
+    /// Block ids of each row (padding excluded), with the embeddings of `model`.
     pub fn blocks<B: Backend>(&self, rows: &[firebrand_data::TokensRow], model: &crate::Decoder<B>) -> Vec<Vec<i32>> {
-        match self.config.blocks {
-            BlockSource::Segments => rows.iter().map(|r| r.segment_ids.clone()).collect(),
-            BlockSource::Anchors => rows
-                .iter()
-                .map(|r| blocks_from_anchors(&r.input_ids, &r.segment_ids, &self.anchor_ids))
-                .collect(),
-            BlockSource::Adaptive => {
-                // Only the rows' own embeddings come to the host, not the whole table.
-                let w = model.embed_tokens.weight.val();
-                let [_, d] = w.dims();
-                let device = w.device();
-                rows.iter()
-                    .map(|r| {
-                        let n = r.input_ids.len();
-                        let ids: Vec<i64> = r.input_ids.iter().map(|&t| i64::from(t)).collect();
-                        let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(ids, [n]), &device);
-                        let flat: Vec<f32> = w
-                            .clone()
-                            .select(0, idx)
-                            .into_data()
-                            .convert::<f32>()
-                            .to_vec()
-                            .unwrap_or_default();
-                        let e: Vec<Vec<f32>> = flat.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
-                        blocks_adaptive(&e, &r.segment_ids, self.config.threshold)
-                    })
-                    .collect()
-            }
-        }
+        // Only the rows' own embeddings come to the host, not the whole table.
+        let w = model.embed_tokens.weight.val();
+        let [_, d] = w.dims();
+        let device = w.device();
+        self.blocks_with(rows, |r| {
+            let n = r.input_ids.len();
+            let ids: Vec<i64> = r.input_ids.iter().map(|&t| i64::from(t)).collect();
+            let idx = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(ids, [n]), &device);
+            let flat: Vec<f32> = w
+                .clone()
+                .select(0, idx)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap_or_default();
+            flat.chunks(d.max(1)).map(<[f32]>::to_vec).collect()
+        })
     }
 
     /// The target block of every token of every row, by the configured rule.

@@ -198,9 +198,10 @@ pub struct Grad {
 /// Per micro-batch the loop calls [`Engine::forward`], then [`Engine::collect`] (which waits for
 /// the device), then [`Engine::backward`] with the method's gradient, unless the forward was given
 /// a `fixed` gradient, in which case the engine ran the backward with the forward (SFT knows its
-/// gradient before the forward: −1/count per target; the kernel engine then never holds more than
-/// a chunk of logits). `forward` and `backward` queue work and return; the host prepares the next
-/// micro-batch meanwhile.
+/// gradient before the forward: −1/W per target, W the window's count of targets; the kernel
+/// engine then never holds more than a chunk of logits). `forward` and `backward` queue work and
+/// return; `collect` waits. The loop reads the next window while the device runs the last
+/// micro-batch of a step.
 pub trait Engine<B: AutodiffBackend> {
     /// Prepares `rows` on the host (no device work: safe while the device runs queued work).
     ///

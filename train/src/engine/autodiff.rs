@@ -7,7 +7,7 @@
 //! segment graph, plain rows from segment ids on the device), takes the log-softmax of the logits
 //! divided by the temperature, and gathers each counted target's entry in the order of
 //! [`Micro::target_row`]. The backward is that of `Σ dlogp·log p + Σ_l dΩ_l·Ω_l`, accumulated over
-//! the window's micro-batches; the step is burn's optimizer with our AdamW (`trainer/optim.rs`).
+//! the window's micro-batches; the step is burn's optimizer with our AdamW (`engine/optim.rs`).
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -354,6 +354,13 @@ impl<B: AutodiffBackend> Engine<B> for BurnEngine<B> {
             return Err(TrainError::Batch(format!(
                 "{} gradients for {n} targets",
                 grad.dlogp.len()
+            )));
+        }
+        if !grad.domega.is_empty() && grad.domega.len() != omegas.len() {
+            return Err(TrainError::Batch(format!(
+                "{} penalty gradients for {} layers with a localist penalty",
+                grad.domega.len(),
+                omegas.len()
             )));
         }
         let d = Tensor::<B, 1>::from_data(TensorData::new(grad.dlogp.clone(), [n]), &self.device);

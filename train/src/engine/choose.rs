@@ -13,7 +13,7 @@ use crate::engine::kernel::ops::Ops;
 use crate::engine::optim::AdamW;
 use crate::engine::state::EngineState;
 use crate::error::TrainError;
-use crate::localist::LocalistRun;
+use crate::localist::{BlockSource, LocalistRun, Penalty};
 use crate::model::ModelConfig;
 use crate::recipe::{Kernels, Recipe};
 
@@ -45,6 +45,17 @@ impl Choice {
     /// Whether the kernel engine runs the steps (burn's model is then f32).
     pub fn is_kernel(&self) -> bool {
         self.kind != Kind::Burn
+    }
+
+    /// What computes its numbers, for caches of them (DPO's reference log-probs): the engine and,
+    /// for burn, the run's float type `dtype`.
+    pub fn numerics(&self, dtype: &str) -> String {
+        match self.kind {
+            Kind::Burn => format!("burn-{dtype}"),
+            Kind::KernelCuda(_) => "kernel-cuda-bf16".into(),
+            Kind::KernelReference { exact: true } => "kernel-reference-f32".into(),
+            Kind::KernelReference { exact: false } => "kernel-reference-bf16".into(),
+        }
     }
 
     /// The burn engine, for the reason `why`.
@@ -98,24 +109,42 @@ impl Choice {
         if self.kind == Kind::Burn {
             return Ok(Box::new(BurnEngine::<B>::new(config, state, adamw, localist, device)?));
         }
-        if localist.is_some() {
-            return Err(TrainError::Config(
-                "the kernel engine has no localist attention yet: set train.kernels = \"burn\"".into(),
-            ));
+        if let (Kind::KernelCuda(_), Some(why)) = (self.kind, unsupported_shape(config)) {
+            // A reference model of another shape than the policy's.
+            return Err(TrainError::Config(format!(
+                "the kernel engine cannot run this model: {why}; set train.kernels = \"burn\""
+            )));
         }
         let ops = self.ops()?;
-        Ok(Box::new(KernelEngine::new(ops, config, state, adamw)?))
+        Ok(Box::new(
+            KernelEngine::new(ops, config, state, adamw)?.with_localist(localist)?,
+        ))
     }
 }
 
 /// Why the kernel engine cannot run `recipe` with `config`, if it cannot (for every device).
 pub fn unsupported(recipe: &Recipe, config: &ModelConfig) -> Option<String> {
-    if recipe.localist.is_some() {
-        return Some("[localist] runs on the burn engine (the attention kernels have no locality bias yet)".into());
+    if let Some(l) = &recipe.localist {
+        if l.blocks == BlockSource::Adaptive {
+            return Some(
+                "localist.blocks = \"adaptive\" reads the embedding table per batch; the kernel engine takes anchors or segments"
+                    .into(),
+            );
+        }
+        if l.penalty == Penalty::GroupLasso {
+            return Some(
+                "localist.penalty = \"group_lasso\"; the kernel engine computes the off-target penalty".into(),
+            );
+        }
     }
     if recipe.train.kernels == Kernels::Reference {
         return None; // the CPU reference takes any shape
     }
+    unsupported_shape(config)
+}
+
+/// Why the CUDA kernels cannot run a model of `config`, if they cannot.
+fn unsupported_shape(config: &ModelConfig) -> Option<String> {
     if !HEAD_DIMS.contains(&config.head_dim) {
         return Some(format!(
             "head_dim {} (the attention kernels have {:?})",
@@ -279,19 +308,24 @@ mod tests {
             "train.kernels=\"fast\"",
         ]);
         assert!(matches!(choose(&r, &c), Err(TrainError::Config(_))));
-        // DPO and GRPO run on the kernel engine; [localist] does not, and says so.
+        // DPO and GRPO run on the kernel engine, and [localist] with anchor or segment blocks and
+        // the off-target penalty; adaptive blocks and the group lasso do not, and say so.
         let (r, c) = recipe(&["train.kernels=\"reference\"", "method.kind=\"dpo\""]);
         assert!(plan(&r, &c).unwrap().is_kernel());
         let (mut r, c) = recipe(&["train.kernels=\"reference\""]);
-        r.localist = Some(toml::from_str("lambda = 0.5").unwrap());
+        r.localist = Some(toml::from_str("lambda = 0.5\nblocks = \"segments\"").unwrap());
+        assert!(plan(&r, &c).unwrap().is_kernel());
+        r.localist = Some(toml::from_str("lambda = 0.5\nblocks = \"adaptive\"").unwrap());
         let e = plan(&r, &c).err().unwrap().to_string();
         assert!(
-            e.contains("[localist]") && e.contains("train.kernels = \"auto\" or \"burn\""),
+            e.contains("localist.blocks = \"adaptive\"") && e.contains("train.kernels = \"auto\" or \"burn\""),
             "{e}"
         );
         r.train.kernels = Kernels::Auto;
         r.train.dtype = "bf16".into();
         r.train.device = "cuda".into();
-        assert!(plan(&r, &c).unwrap().note.contains("[localist]"));
+        assert!(plan(&r, &c).unwrap().note.contains("adaptive"));
+        r.localist = Some(toml::from_str("lambda = 0.5\npenalty = \"group_lasso\"").unwrap());
+        assert!(plan(&r, &c).unwrap().note.contains("group_lasso"));
     }
 }

@@ -5,7 +5,7 @@
 //! per-token ratios to the old policy and a KL to the reference, and localist attention adds a
 //! penalty Ω on attention mass. So an [`Engine`] gives log p of each counted target of a
 //! micro-batch (plus each target's entropy and each layer's attention statistics when asked) and
-//! takes ∂loss/∂log p (and ∂loss/∂Ω) back; the method (`crate::method`) turns the one into the
+//! takes ∂loss/∂log p (and ∂loss/∂Ω) back; the method (`crate::trainer::method`) turns the one into the
 //! other on the host, in a few microseconds per micro-batch.
 //!
 //! Two engines:

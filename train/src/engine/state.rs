@@ -146,13 +146,22 @@ impl EngineState {
                     problem: "no `step` in the metadata".into(),
                 })?;
             let (mut m, mut v) = (Tensors::new(), Tensors::new());
-            for name in shapes.keys() {
+            for (name, shape) in &shapes {
+                let len: usize = shape.iter().product();
                 let mut take = |suffix: &str| {
-                    all.remove(&format!("{name}.{suffix}"))
+                    let t = all
+                        .remove(&format!("{name}.{suffix}"))
                         .ok_or_else(|| TrainError::Weights {
                             path: opt_file.clone(),
                             problem: format!("no `{name}.{suffix}`"),
-                        })
+                        })?;
+                    if t.len() != len {
+                        return Err(TrainError::Weights {
+                            path: opt_file.clone(),
+                            problem: format!("`{name}.{suffix}` has {} values, the config says {shape:?}", t.len()),
+                        });
+                    }
+                    Ok(t)
                 };
                 m.insert(name.clone(), take("exp_avg")?);
                 v.insert(name.clone(), take("exp_avg_sq")?);
@@ -399,6 +408,8 @@ pub fn load_moments<B: AutodiffBackend>(
     // The optimizer's own map type (burn keys records by parameter id).
     let mut record = optimizer.to_record();
     record.clear();
+    let mut sizes = Sizes(std::collections::HashMap::new());
+    burn::module::Module::visit(model, &mut sizes);
     for p in named_params(model) {
         let get = |map: &BTreeMap<String, Vec<f32>>| {
             map.get(&p.name)
@@ -406,6 +417,15 @@ pub fn load_moments<B: AutodiffBackend>(
                 .ok_or_else(|| TrainError::Config(format!("optimizer state: no moments for `{}`", p.name)))
         };
         let (mm, vv) = (get(m)?, get(v)?);
+        let len = sizes.0.get(&p.id).copied().unwrap_or(0);
+        if mm.len() != len || vv.len() != len {
+            return Err(TrainError::Config(format!(
+                "optimizer state: the moments of `{}` have {} and {} values, the parameter {len}",
+                p.name,
+                mm.len(),
+                vv.len()
+            )));
+        }
         let r = match p.rank {
             1 => {
                 let n = mm.len();
@@ -434,6 +454,15 @@ pub fn load_moments<B: AutodiffBackend>(
         record.insert(p.id, r);
     }
     Ok(optimizer.load_record(record))
+}
+
+/// Elements of every parameter of a module, by id.
+struct Sizes(std::collections::HashMap<ParamId, usize>);
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Sizes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.insert(param.id, param.val().shape().num_elements());
+    }
 }
 
 /// burn's shape of the matrix parameter `p` of `model`.

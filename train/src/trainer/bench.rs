@@ -5,12 +5,13 @@
 //! (`benches/gpu/torch_methods.py`).
 //!
 //! Rows: `batch` rows of `seq` random tokens. SFT trains every position (as `torch_llama_sft.py`
-//! does); DPO reads them as `batch / 2` pairs, chosen rows first, whose replies are the second half
+//! does), with or without the localist dial; DPO reads them as `batch / 2` pairs, chosen rows first, whose replies are the second half
 //! of each row (the loss counts half the positions); GRPO reads them as completions of
 //! `3·seq/4` tokens after `seq/4`-token prompts, with random advantages, at temperature 1 with
 //! entropies, μ = 1 (TRL's defaults) and, with `beta > 0`, a reference scoring engine's forward per
-//! step. The next step's micro-batches are prepared on the host while the device runs the current
-//! one, as the loop does. Tokens per second count every token of the rows, padding aside.
+//! step. As the loop does, SFT's and DPO's next micro-batches are prepared on the host while the
+//! device runs the current step, and GRPO's (with the reference's forward) at the start of its
+//! step. Tokens per second count every token of the rows, padding aside.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,14 +35,20 @@ use crate::engine::kernel::ops::Ops;
 use crate::engine::optim::AdamW;
 use crate::engine::state::EngineState;
 use crate::error::TrainError;
+use crate::localist::{BlockSource, LocalistConfig, LocalistRun, Penalty, Schedule, TargetRule};
 use crate::model::ModelConfig;
 use crate::recipe::{DpoOptions, LossType};
 
 /// Which method's step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BenchMethod {
-    /// SFT: every position trained, the gradient fused into the forward.
-    Sft,
+    /// SFT: every position trained, the gradient fused into the forward; with `localist = Some(λ)`,
+    /// the localist dial at λ in every layer (Δ 8, off-target penalty with γ 1, blocks ending at
+    /// anchor tokens, one token id in 20).
+    Sft {
+        /// The dial's λ.
+        localist: Option<f64>,
+    },
     /// DPO (sigmoid, β = 0.1) on pairs.
     Dpo,
     /// GRPO (dapo, ε 0.2) on completions; `beta > 0` adds the reference's forward.
@@ -75,6 +82,7 @@ struct Synthetic<B: AutodiffBackend> {
     advantages: Vec<f64>,
     reference: Option<Box<dyn Engine<B>>>,
     reference_out: Vec<f32>,
+    layers: usize,
 }
 
 impl<B: AutodiffBackend> Method<B> for Synthetic<B> {
@@ -107,15 +115,23 @@ impl<B: AutodiffBackend> Method<B> for Synthetic<B> {
     }
 
     fn fixed(&self, micro: &Micro, window: &Window) -> Option<Grad> {
-        (self.method == BenchMethod::Sft).then(|| Grad {
-            dlogp: vec![-1.0 / window.count as f32; micro.count()],
-            domega: Vec::new(),
+        let BenchMethod::Sft { localist } = self.method else {
+            return None;
+        };
+        let w = window.count as f32;
+        Some(Grad {
+            dlogp: vec![-1.0 / w; micro.count()],
+            // SFT's penalty gradient: λ·γ·count/W per layer.
+            domega: match localist {
+                Some(l) => vec![l as f32 * micro.count() as f32 / w; self.layers],
+                None => Vec::new(),
+            },
         })
     }
 
     fn loss(&mut self, _i: usize, micro: &Micro, forward: &Forward, window: &Window) -> Result<Loss, TrainError> {
         let (value, grad) = match self.method {
-            BenchMethod::Sft => (
+            BenchMethod::Sft { .. } => (
                 -forward.logp.iter().map(|&x| f64::from(x)).sum::<f64>() / window.count as f64,
                 Grad::default(),
             ),
@@ -153,6 +169,10 @@ impl<B: AutodiffBackend> Method<B> for Synthetic<B> {
         MethodMetrics::new()
     }
 
+    fn read_ahead(&self) -> bool {
+        !matches!(self.method, BenchMethod::Grpo { .. })
+    }
+
     fn evaluate(
         &mut self,
         _engine: &mut dyn Engine<B>,
@@ -168,7 +188,7 @@ impl<B: AutodiffBackend> Method<B> for Synthetic<B> {
 fn bench_rows(method: BenchMethod, batch: usize, seq: usize, vocab: usize) -> Vec<TokensRow> {
     let mut rows = random_rows(1, batch, seq, vocab, false);
     let prompt = match method {
-        BenchMethod::Sft => 0,
+        BenchMethod::Sft { .. } => 0,
         BenchMethod::Dpo => seq / 2,
         BenchMethod::Grpo { .. } => seq / 4,
     };
@@ -219,7 +239,30 @@ pub fn method_bench<B: AutodiffBackend>(
         weights: random_weights(config, 0),
         moments: None,
     };
-    let mut engine = KernelEngine::new(Box::new(Profiler::new(ops, false)), config, &state, Some(adamw))?;
+    let localist = match method {
+        BenchMethod::Sft { localist: Some(lambda) } => {
+            let c = LocalistConfig {
+                lambda,
+                schedule: Schedule::Uniform,
+                beta: 1.0,
+                delta: 8.0,
+                gamma: 1.0,
+                penalty: Penalty::OffTarget,
+                blocks: BlockSource::Anchors,
+                anchors: Vec::new(),
+                threshold: 0.0,
+                target: TargetRule::Own,
+            };
+            Some(LocalistRun {
+                lambdas: c.layer_lambdas(config.num_hidden_layers),
+                config: c,
+                anchor_ids: (0..config.vocab_size as i32).filter(|t| t % 20 == 0).collect(),
+            })
+        }
+        _ => None,
+    };
+    let mut engine =
+        KernelEngine::new(Box::new(Profiler::new(ops, false)), config, &state, Some(adamw))?.with_localist(localist)?;
     let reference: Option<Box<dyn Engine<B>>> = match (method, reference_ops) {
         (BenchMethod::Grpo { beta }, Some(ops)) if beta > 0.0 => {
             Some(Box::new(KernelEngine::new(ops, config, &state, None)?))
@@ -242,22 +285,32 @@ pub fn method_bench<B: AutodiffBackend>(
         rows,
         reference,
         reference_out: Vec::new(),
+        layers: config.num_hidden_layers,
     };
     let mut order = super::order::DataOrder::new(vec![0], 0);
-    let mut window = m.window(&mut engine, &mut Cursor::new(&mut order, 0), 0)?;
+    let mut window = Some(m.window(&mut engine, &mut Cursor::new(&mut order, 0), 0)?);
+    let first = window.as_ref().expect("just built");
     let mut times = StepTimes {
         steps: Vec::new(),
-        tokens: window.tokens,
-        targets: window.count,
+        tokens: first.tokens,
+        targets: first.count,
         losses: Vec::new(),
         profile: BTreeMap::new(),
     };
+    // As the loop: SFT's and DPO's next window is read while the device runs the step; GRPO's
+    // (with its reference forward) is built at the start of its step.
+    let read_ahead = Method::<B>::read_ahead(&m);
     for i in 0..warmup + steps + usize::from(profile) {
         let profiled = i == warmup + steps;
         let t0 = Instant::now();
-        let mut next = None;
-        let loss = step_window::<B>(&mut engine, &mut m, &window, |engine, method| {
-            next = Some(method.window(engine, &mut Cursor::new(&mut order, 0), i + 1)?);
+        let current = match window.take() {
+            Some(w) => w,
+            None => m.window(&mut engine, &mut Cursor::new(&mut order, 0), i)?,
+        };
+        let loss = step_window::<B>(&mut engine, &mut m, &current, |engine, method| {
+            if read_ahead {
+                window = Some(method.window(engine, &mut Cursor::new(&mut order, 0), i + 1)?);
+            }
             Ok(())
         })?;
         let norm = engine.grad_norm()?;
@@ -268,7 +321,6 @@ pub fn method_bench<B: AutodiffBackend>(
             times.steps.push(dt);
             times.losses.push(loss);
         }
-        window = next.ok_or_else(|| TrainError::Batch("no next window".into()))?;
         if i + 1 == warmup + steps && profile {
             engine.ops.profile(true);
         }

@@ -6,8 +6,8 @@
 //! gradient `∂loss/∂log p`, and the engine's backward accumulates it (SFT's gradient is known
 //! before the forward, so the engine fuses the two). Then: the global gradient norm, a guard
 //! against non-finite values, AdamW at the scheduled learning rate with the gradients clipped,
-//! a `metrics.jsonl` line, evaluation every `eval_every` steps, a checkpoint every
-//! `checkpoint_every` steps and at the end. A non-finite loss or gradient norm stops the run with
+//! a `metrics.jsonl` line, a checkpoint every `checkpoint_every` steps and at the end, then
+//! evaluation every `eval_every` steps. A non-finite loss or gradient norm stops the run with
 //! an error naming the last good checkpoint, which is never overwritten by a bad step.
 //!
 //! The loop names no method and no engine: `method::open` and `Choice::open` make them.
@@ -303,7 +303,14 @@ pub fn train<B: AutodiffBackend>(
             &serde_json::to_value(&m).expect("metrics serialize"),
         )?;
         on_event(&Event::Step(Box::new(m)));
-        // 5. Evaluate.
+        // 5. Checkpoint (before evaluating: a failed evaluation loses no training).
+        let due = t.checkpoint_every > 0 && loop_state.step.is_multiple_of(t.checkpoint_every);
+        if due || loop_state.step == t.max_steps {
+            let dir = save(plan, engine.as_mut(), &loop_state)?;
+            on_event(&Event::Checkpoint(dir.clone()));
+            last_checkpoint = Some(dir);
+        }
+        // 6. Evaluate.
         if t.eval_every > 0 && loop_state.step.is_multiple_of(t.eval_every) {
             evaluate(
                 engine.as_mut(),
@@ -312,13 +319,6 @@ pub fn train<B: AutodiffBackend>(
                 &mut metrics,
                 &mut on_event,
             )?;
-        }
-        // 6. Checkpoint.
-        let due = t.checkpoint_every > 0 && loop_state.step.is_multiple_of(t.checkpoint_every);
-        if due || loop_state.step == t.max_steps {
-            let dir = save(plan, engine.as_mut(), &loop_state)?;
-            on_event(&Event::Checkpoint(dir.clone()));
-            last_checkpoint = Some(dir);
         }
     }
     let checkpoint = match last_checkpoint {

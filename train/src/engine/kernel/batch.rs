@@ -74,6 +74,11 @@ pub struct HostBatch {
     pub emb_pos: Vec<i32>,
     /// Tokens in the batch, padding excluded.
     pub tokens: usize,
+    /// With `[localist]`: `[batch * seq]` the block of each token (padding −2) and the target
+    /// block of each query (padding −1), see `crate::localist`.
+    pub local: Option<(Vec<i32>, Vec<i32>)>,
+    /// Tokens of each row.
+    pub lens: Vec<usize>,
 }
 
 impl HostBatch {
@@ -115,6 +120,8 @@ impl HostBatch {
             emb_starts: Vec::new(),
             emb_pos: Vec::new(),
             tokens: 0,
+            local: None,
+            lens: rows.iter().map(|r| r.input_ids.len()).collect(),
         };
         // Segments renumbered per row (in order of first appearance), padding last.
         let mut parents: Vec<Vec<Vec<u32>>> = Vec::with_capacity(rows.len());
@@ -191,6 +198,29 @@ impl HostBatch {
         b.tile_ranges();
         b.embedding_index(rows);
         Ok(b)
+    }
+
+    /// Adds the blocks and targets of `run`'s localist dial for `rows` (those the batch was built
+    /// from).
+    ///
+    /// # Errors
+    /// When the blocks come from embeddings (`blocks = "adaptive"`), which this batch cannot read.
+    pub fn with_localist(mut self, rows: &[TokensRow], run: &crate::localist::LocalistRun) -> Result<Self, TrainError> {
+        if run.needs_embeddings() {
+            return Err(TrainError::Config(
+                "the kernel engine has no adaptive localist blocks (they read the embedding table): set localist.blocks = \"anchors\" or \"segments\", or train.kernels = \"burn\"".into(),
+            ));
+        }
+        let blocks = run.blocks_with(rows, |_| Vec::new());
+        let targets = run.targets(&blocks, rows);
+        let n = self.batch * self.seq;
+        let (mut block, mut target) = (vec![-2; n], vec![-1; n]);
+        for (r, (b, t)) in blocks.iter().zip(&targets).enumerate() {
+            block[r * self.seq..r * self.seq + b.len()].copy_from_slice(b);
+            target[r * self.seq..r * self.seq + t.len()].copy_from_slice(t);
+        }
+        self.local = Some((block, target));
+        Ok(self)
     }
 
     /// Whether segment `sq` sees segment `sk` in row `r`.

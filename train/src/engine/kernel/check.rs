@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::batch::HostBatch;
-use super::ops::{AdamWArgs, AttnMask, AttnShape, DType, Gemm, Host, Ops, View};
+use super::ops::{AdamWArgs, AttnMask, AttnShape, DType, Gemm, Host, Local, Ops, View};
 use super::step::KernelEngine;
 use crate::engine::api::{Engine, Forward, Grad, Want};
 use crate::engine::autodiff::BurnEngine;
@@ -133,7 +133,41 @@ pub fn attention_rows(rng: &mut StdRng, batch: usize, seq: usize, multiverse: bo
         .collect()
 }
 
-fn mask_on(ops: &mut dyn Ops, b: &HostBatch) -> Result<AttnMask, TrainError> {
+/// The mask of `b` on `ops`; with `local` (`bias_log2`, `penalty`), a localist dial whose blocks
+/// are 20-token runs (a new one at each segment change) pointing at the block before.
+fn mask_on(
+    ops: &mut dyn Ops,
+    b: &HostBatch,
+    rows: &[TokensRow],
+    local: Option<(f32, f32)>,
+) -> Result<AttnMask, TrainError> {
+    let local = match local {
+        None => None,
+        Some((bias_log2, penalty)) => {
+            let (mut block, mut target) = (vec![-2; b.batch * b.seq], vec![-1; b.batch * b.seq]);
+            for (r, row) in rows.iter().enumerate() {
+                let mut blocks = Vec::with_capacity(row.segment_ids.len());
+                for (i, s) in row.segment_ids.iter().enumerate() {
+                    let new = i == 0 || row.segment_ids[i - 1] != *s || i % 20 == 0;
+                    let last = blocks.last().copied().unwrap_or(-1);
+                    blocks.push(if new { last + 1 } else { last });
+                }
+                let targets =
+                    crate::localist::targets(&blocks, &row.segment_ids, crate::localist::TargetRule::Previous);
+                block[r * b.seq..r * b.seq + blocks.len()].copy_from_slice(&blocks);
+                target[r * b.seq..r * b.seq + targets.len()].copy_from_slice(&targets);
+            }
+            let per_query = b.batch * b.seq * 64; // up to 64 heads
+            Some(Local {
+                block: put_i(ops, &block)?,
+                target: put_i(ops, &target)?,
+                bias_log2,
+                fidelity: out(ops, per_query, DType::F32)?,
+                entropy: out(ops, per_query, DType::F32)?,
+                penalty,
+            })
+        }
+    };
     Ok(AttnMask {
         seg: put_i(ops, &b.seg)?,
         qt_kt0: put_i(ops, &b.qt_kt0)?,
@@ -146,6 +180,7 @@ fn mask_on(ops: &mut dyn Ops, b: &HostBatch) -> Result<AttnMask, TrainError> {
         words: b.words,
         full: put_i(ops, &b.full)?,
         full_words: b.full_words,
+        local,
     })
 }
 
@@ -310,7 +345,12 @@ fn cases(seed: u64, head_dims: &[usize]) -> Vec<Case> {
     });
 
     for &d in head_dims {
-        for multiverse in [false, true] {
+        for (multiverse, local) in [
+            (false, None),
+            (true, None),
+            (false, Some((2.5f32, 0.3f32))),
+            (true, Some((2.5, -0.2))),
+        ] {
             let s = AttnShape {
                 batch: 2,
                 seq: 256,
@@ -329,25 +369,32 @@ fn cases(seed: u64, head_dims: &[usize]) -> Vec<Case> {
             let dout = uniform(&mut rng, qn, 1.0);
             cases.push(Case {
                 name: format!(
-                    "attention d={d} {} forward and backward",
-                    if multiverse { "multiverse" } else { "packed" }
+                    "attention d={d} {}{} forward and backward",
+                    if multiverse { "multiverse" } else { "packed" },
+                    if local.is_some() { ", localist" } else { "" }
                 ),
                 tol: 2e-2,
                 run: Box::new(move |o| {
-                    let mask = mask_on(o, &HostBatch::new(&rows)?)?;
+                    let mask = mask_on(o, &HostBatch::new(&rows)?, &rows, local)?;
                     let (qv, kv, vv) = (put(o, &q, bf)?, put(o, &k, bf)?, put(o, &v, bf)?);
                     let (ov, lse) = (out(o, qn, bf)?, out(o, s.batch * s.heads * s.seq, f)?);
                     o.attention(ov, lse, qv, kv, vv, &mask, s)?;
                     let dov = put(o, &dout, bf)?;
                     let (dq, dk, dv) = (out(o, qn, bf)?, out(o, kn, bf)?, out(o, kn, bf)?);
                     o.attention_backward(dq, dk, dv, dov, ov, lse, qv, kv, vv, &mask, s)?;
-                    Ok(vec![
+                    let mut outs = vec![
                         ("o", o.download(ov)?),
                         ("lse2", o.download(lse)?),
                         ("dq", o.download(dq)?),
                         ("dk", o.download(dk)?),
                         ("dv", o.download(dv)?),
-                    ])
+                    ];
+                    if let Some(l) = mask.local {
+                        let n = s.batch * s.heads * s.seq;
+                        outs.push(("fidelity", o.download(l.fidelity.prefix(n))?));
+                        outs.push(("entropy", o.download(l.entropy.prefix(n))?));
+                    }
+                    Ok(outs)
                 }),
             });
         }
@@ -554,6 +601,7 @@ pub enum CheckGrad {
     },
 }
 
+/// Random rows of `seq` tokens: packed documents, every position trained except the first
 /// token of each document's mask (so the loss mask is exercised).
 pub fn random_rows(seed: u64, batch: usize, seq: usize, vocab: usize, packed: bool) -> Vec<TokensRow> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -1018,7 +1066,8 @@ pub fn kernel_timings<B: AutodiffBackend>(ops: &mut dyn Ops, device: &B::Device)
     // Attention, causal over whole rows.
     let rows = random_rows(3, batch, seq, 100, false);
     let hb = HostBatch::new(&rows)?;
-    let mask = mask_on(ops, &hb)?;
+    let mask = mask_on(ops, &hb, &rows, None)?;
+    let local_mask = mask_on(ops, &hb, &rows, Some((0.6 * 8.0 * std::f32::consts::LOG2_E, 0.1)))?;
     let s = AttnShape {
         batch,
         seq,
@@ -1038,6 +1087,10 @@ pub fn kernel_timings<B: AutodiffBackend>(ops: &mut dyn Ops, device: &B::Device)
     let (dq, dk, dv) = (ops.alloc(qn, bf)?, ops.alloc(qn, bf)?, ops.alloc(qn, bf)?);
     let bwd = time_fast(ops, 2, 10, |ops| {
         ops.attention_backward(dq, dk, dv, dout, o, lse, q, k, v, &mask, s)
+    })?;
+    let local_fwd = time_fast(ops, 2, 10, |ops| ops.attention(o, lse, q, k, v, &local_mask, s))?;
+    let local_bwd = time_fast(ops, 2, 10, |ops| {
+        ops.attention_backward(dq, dk, dv, dout, o, lse, q, k, v, &local_mask, s)
     })?;
     // burn: the decoder's attention as the plain path computes it (scores materialised).
     let shape = [batch, heads, seq, d];
@@ -1072,6 +1125,12 @@ pub fn kernel_timings<B: AutodiffBackend>(ops: &mut dyn Ops, device: &B::Device)
         name: "attention forward + backward".into(),
         fast_ms: (fwd + bwd) * 1e3,
         burn_ms: Some(burn_all * 1e3),
+        flops: Some(3.5 * flops),
+    });
+    out.push(Timing {
+        name: "attention forward + backward with the localist dial (λ 0.6, Δ 8, off-target penalty)".into(),
+        fast_ms: (local_fwd + local_bwd) * 1e3,
+        burn_ms: None,
         flops: Some(3.5 * flops),
     });
 

@@ -53,6 +53,16 @@ impl CpuOps {
         }
     }
 
+    fn local(&self, mask: &AttnMask) -> Option<LocalHost> {
+        mask.local.map(|l| LocalHost {
+            block: self.get_i(l.block),
+            target: self.get_i(l.target),
+            bias_log2: l.bias_log2,
+            fidelity: self.get(l.fidelity),
+            penalty: l.penalty,
+        })
+    }
+
     fn get_i(&self, v: View) -> Vec<i32> {
         match &self.bufs[v.buf] {
             Store::I(x) => x[v.offset..v.offset + v.len].to_vec(),
@@ -81,6 +91,31 @@ impl CpuOps {
 }
 
 /// Whether key `k` of row `b` is visible to query `q` (causal, then the segment structure).
+/// A layer's localist dial, read from the device (see [`super::ops::Local`]).
+struct LocalHost {
+    block: Vec<i32>,
+    target: Vec<i32>,
+    bias_log2: f32,
+    fidelity: Vec<f32>,
+    penalty: f32,
+}
+
+impl LocalHost {
+    /// Whether key `k` lies in query `q`'s target block (row `b` of `t` tokens).
+    fn on_target(&self, b: usize, t: usize, q: usize, k: usize) -> bool {
+        self.block[b * t + k] == self.target[b * t + q]
+    }
+
+    /// What the dial subtracts from the (log2-domain) score of key `k` for query `q`.
+    fn bias(&self, b: usize, t: usize, q: usize, k: usize) -> f32 {
+        if self.on_target(b, t, q, k) {
+            0.0
+        } else {
+            self.bias_log2
+        }
+    }
+}
+
 fn visible(seg: &[i32], vis: Option<&[i32]>, mask: &AttnMask, b: usize, t: usize, q: usize, k: usize) -> bool {
     if k > q {
         return false;
@@ -377,9 +412,11 @@ impl Ops for CpuOps {
         let (qs, ks, vs) = (self.get(q), self.get(k), self.get(v));
         let seg = self.get_i(mask.seg);
         let vis = mask.vis.map(|v| self.get_i(v));
+        let local = self.local(mask);
         let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
         let mut out = vec![0.0; s.batch * t * s.heads * d];
         let mut lse = vec![0.0; s.batch * s.heads * t];
+        let (mut fid, mut ent) = (vec![0.0; lse.len()], vec![0.0; lse.len()]);
         for b in 0..s.batch {
             for h in 0..s.heads {
                 let kvh = h / (s.heads / s.kv_heads);
@@ -390,12 +427,16 @@ impl Ops for CpuOps {
                         .map(|kj| {
                             let krow = &ks[((b * s.kv_heads + kvh) * t + kj) * d..][..d];
                             let dot: f32 = qrow.iter().zip(krow).map(|(a, c)| a * c).sum();
-                            (kj, dot * scale_log2)
+                            (
+                                kj,
+                                dot * scale_log2 - local.as_ref().map_or(0.0, |l| l.bias(b, t, qi, kj)),
+                            )
                         })
                         .collect();
                     let m = scores.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
                     let l: f32 = scores.iter().map(|x| (x.1 - m).exp2()).sum();
-                    lse[(b * s.heads + h) * t + qi] = m + l.log2();
+                    let row = (b * s.heads + h) * t + qi;
+                    lse[row] = m + l.log2();
                     let dst = ((b * t + qi) * s.heads + h) * d;
                     for &(kj, sc) in &scores {
                         let p = (sc - m).exp2() / l;
@@ -403,12 +444,20 @@ impl Ops for CpuOps {
                         for i in 0..d {
                             out[dst + i] += p * vrow[i];
                         }
+                        if let Some(loc) = &local {
+                            fid[row] += if loc.on_target(b, t, qi, kj) { p } else { 0.0 };
+                            ent[row] -= if p > 0.0 { p * p.log2() } else { 0.0 };
+                        }
                     }
                 }
             }
         }
         self.put(o.prefix(out.len()), &out);
         self.put(lse2.prefix(lse.len()), &lse);
+        if let Some(l) = &mask.local {
+            self.put(l.fidelity.prefix(fid.len()), &fid);
+            self.put(l.entropy.prefix(ent.len()), &ent);
+        }
         Ok(())
     }
 
@@ -431,6 +480,7 @@ impl Ops for CpuOps {
         let (go, os, lse) = (self.get(dout), self.get(o), self.get(lse2));
         let seg = self.get_i(mask.seg);
         let vis = mask.vis.map(|v| self.get_i(v));
+        let local = self.local(mask);
         let scale = 1.0 / (d as f32).sqrt();
         let scale_log2 = std::f32::consts::LOG2_E * scale;
         let mut gq = vec![0.0; s.batch * s.heads * t * d];
@@ -442,16 +492,22 @@ impl Ops for CpuOps {
                 for qi in 0..t {
                     let qrow = &qs[((b * s.heads + h) * t + qi) * d..][..d];
                     let orow = ((b * t + qi) * s.heads + h) * d;
-                    let delta: f32 = (0..d).map(|i| go[orow + i] * os[orow + i]).sum();
-                    let l = lse[(b * s.heads + h) * t + qi];
+                    let row = (b * s.heads + h) * t + qi;
+                    // The penalty's gradient: dp gains c on target keys, delta gains c·fidelity.
+                    let c = local.as_ref().map_or(0.0, |l| l.penalty);
+                    let delta: f32 = (0..d).map(|i| go[orow + i] * os[orow + i]).sum::<f32>()
+                        + local.as_ref().map_or(0.0, |l| c * l.fidelity[row]);
+                    let l = lse[row];
                     for kj in 0..t {
                         if !visible(&seg, vis.as_deref(), mask, b, t, qi, kj) {
                             continue;
                         }
                         let kr = ((b * s.kv_heads + kvh) * t + kj) * d;
                         let dot: f32 = (0..d).map(|i| qrow[i] * ks[kr + i]).sum();
-                        let p = (dot * scale_log2 - l).exp2();
-                        let dp: f32 = (0..d).map(|i| go[orow + i] * vs[kr + i]).sum();
+                        let bias = local.as_ref().map_or(0.0, |l| l.bias(b, t, qi, kj));
+                        let p = (dot * scale_log2 - bias - l).exp2();
+                        let on = local.as_ref().is_some_and(|l| l.on_target(b, t, qi, kj));
+                        let dp: f32 = (0..d).map(|i| go[orow + i] * vs[kr + i]).sum::<f32>() + if on { c } else { 0.0 };
                         let ds = p * (dp - delta);
                         let qr = ((b * s.heads + h) * t + qi) * d;
                         for i in 0..d {
@@ -542,7 +598,8 @@ impl Ops for CpuOps {
             let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
             let t = tg[r] as usize;
             lp[r] = z[t] - lse;
-            ent[r] = lse - z.iter().map(|v| (v - lse).exp() * v).sum::<f32>();
+            // −Σ p log p as Σ p (lse − z): non-negative terms, no cancellation.
+            ent[r] = z.iter().map(|v| (v - lse).exp() * (lse - v)).sum::<f32>();
             for j in 0..vocab {
                 let onehot = if j == t { 1.0 } else { 0.0 };
                 dl[r * vocab + j] = c[r] * inv_temp * ((z[j] - lse).exp() - onehot);

@@ -17,7 +17,10 @@
 //! - `check.rs` — `firebrand bench kernels`: every CUDA kernel against the reference, the whole
 //!   step against burn's autodiff, and timings.
 //!
-//! Not yet here (the run falls back to the burn engine and says so): localist attention, head
+//! Localist attention runs here with anchor or segment blocks and the off-target penalty (the
+//! bias, the per-query fidelity and entropy and the penalty's gradient inside the attention
+//! kernels). Not yet here (`train.kernels = "auto"` falls back to the burn engine and says so;
+//! `"fast"` and `"reference"` refuse, naming it): adaptive blocks, the group-lasso penalty, head
 //! dimensions other than 64 and 128 on CUDA.
 
 pub mod batch;
@@ -42,20 +45,21 @@ fn coef(grad: &Grad) -> Vec<f32> {
     grad.dlogp.iter().map(|g| -g).collect()
 }
 
-/// Refuses a gradient of the attention penalty, which this engine does not compute.
-fn no_omega(grad: &Grad) -> Result<(), TrainError> {
-    if grad.domega.iter().any(|&g| g != 0.0) {
-        return Err(TrainError::Config(
-            "the kernel engine has no localist attention penalty: set train.kernels = \"burn\"".into(),
-        ));
+impl KernelEngine {
+    /// The host batch of `rows`, with the localist dial's blocks when the engine has one.
+    fn host_batch(&self, rows: &[TokensRow]) -> Result<HostBatch, TrainError> {
+        let hb = HostBatch::new(rows)?;
+        match self.localist() {
+            Some(run) => hb.with_localist(rows, run),
+            None => Ok(hb),
+        }
     }
-    Ok(())
 }
 
 impl<B: AutodiffBackend> Engine<B> for KernelEngine {
     fn prepare(&self, rows: Vec<TokensRow>) -> Result<Micro, TrainError> {
         let micro = Micro::new(rows)?;
-        let hb = HostBatch::new(&micro.rows)?;
+        let hb = self.host_batch(&micro.rows)?;
         Ok(micro.with_prepared(hb))
     }
 
@@ -64,7 +68,7 @@ impl<B: AutodiffBackend> Engine<B> for KernelEngine {
         let hb = match micro.prepared::<HostBatch>() {
             Some(hb) => hb,
             None => {
-                built = HostBatch::new(&micro.rows)?;
+                built = self.host_batch(&micro.rows)?;
                 &built
             }
         };
@@ -74,29 +78,17 @@ impl<B: AutodiffBackend> Engine<B> for KernelEngine {
                 want.temperature
             )));
         }
-        let fixed = match fixed {
-            Some(g) => {
-                no_omega(g)?;
-                Some(coef(g))
-            }
-            None => None,
-        };
-        self.run_forward(hb, 1.0 / want.temperature, want.entropy, want.grad, fixed.as_deref())
+        let fixed = fixed.map(|g| (coef(g), g.domega.clone()));
+        let fixed = fixed.as_ref().map(|(c, d)| (c.as_slice(), d.as_slice()));
+        self.run_forward(hb, 1.0 / want.temperature, want.entropy, want.grad, fixed)
     }
 
     fn collect(&mut self) -> Result<Forward, TrainError> {
-        let (logp, entropy) = self.outputs()?;
-        Ok(Forward {
-            logp,
-            entropy,
-            attention: Vec::new(),
-            omega: Vec::new(),
-        })
+        self.outputs()
     }
 
     fn backward(&mut self, grad: &Grad) -> Result<(), TrainError> {
-        no_omega(grad)?;
-        self.run_backward(&coef(grad))
+        self.run_backward(&coef(grad), &grad.domega)
     }
 
     fn grad_norm(&mut self) -> Result<f64, TrainError> {

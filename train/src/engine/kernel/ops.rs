@@ -2,7 +2,7 @@
 //! typed windows of device buffers.
 //!
 //! Two implementations: `cpu.rs` states each operation in plain Rust (the reference, and what CI
-//! runs), `cuda/` launches our NVRTC-compiled kernels and cuBLASLt. The engine (`engine.rs`) is
+//! runs), `cuda/` launches our NVRTC-compiled kernels and cuBLASLt. The engine (`step.rs`) is
 //! written once against this trait, so the CPU run of the engine checks the step's orchestration
 //! (which matmul with which transposes, which buffer feeds which backward) against burn's autodiff,
 //! and the GPU check compares each CUDA kernel with the CPU one on the same inputs.
@@ -132,6 +132,30 @@ pub struct AttnMask {
     pub full: View,
     /// 32-bit words per row of `full`.
     pub full_words: usize,
+    /// The localist dial of this layer (`crate::localist`), when the run has one.
+    pub local: Option<Local>,
+}
+
+/// One layer's localist attention: keys off a query's target block get `−bias` on their
+/// (log2-domain) scores; the forward reports each query's mass on its target block and its
+/// entropy; the backward adds the gradient of the penalty `Ω = mean over real queries of
+/// (1 − fidelity)`, weighted `penalty` (∂loss/∂Ω divided by the count of real (query, head)
+/// pairs, negated: `∂loss/∂s_k += penalty·p_k·(1[k ∈ target] − fidelity)`).
+#[derive(Debug, Clone, Copy)]
+pub struct Local {
+    /// `[batch, seq]` block of each key (padding: −2, no target's).
+    pub block: View,
+    /// `[batch, seq]` target block of each query (padding: −1).
+    pub target: View,
+    /// `λ_l·Δ·log2(e)`, subtracted from off-target scores in the log2 domain.
+    pub bias_log2: f32,
+    /// `[batch, heads, seq]` each query's attention mass on its target block (forward output,
+    /// backward input).
+    pub fidelity: View,
+    /// `[batch, heads, seq]` each query's attention entropy in bits (forward output).
+    pub entropy: View,
+    /// The penalty's weight in the backward (see above); 0 for none.
+    pub penalty: f32,
 }
 
 /// One AdamW update over a contiguous range of parameters (`torch.optim.AdamW`).

@@ -8,7 +8,7 @@
 //! compute in fp32. Logits are never materialised for the whole batch: the counted rows are
 //! gathered and projected in chunks of `logits_chunk` rows.
 //!
-//! The loss is the method's (`crate::method`): the engine reports log p of each counted target
+//! The loss is the method's (`crate::trainer::method`): the engine reports log p of each counted target
 //! and takes `coef = −∂loss/∂log p` back, so a chunk's logit gradient is
 //! `coef · (softmax − onehot)` (with a temperature, scaled by its inverse). When the method knows
 //! `coef` before the forward (SFT), each chunk's gradient is formed and consumed in the forward
@@ -18,14 +18,16 @@
 //! Weights live in one flat buffer in Hugging Face layout (`[out, in]`). The layout puts q/k/v and
 //! gate/up of a layer next to each other, so each pair or triple is one matmul, and puts all
 //! matrices (weight decay) before all norms and biases (none), so AdamW is two launches. AdamW is
-//! `torch.optim.AdamW` with decay on matrices only, as the burn engine's (`trainer/optim.rs`).
+//! `torch.optim.AdamW` with decay on matrices only, as the burn engine's (`engine/optim.rs`).
 
 use super::batch::HostBatch;
-use super::ops::{AdamWArgs, AttnMask, AttnShape, DType, Gemm, Host, Ops, View};
+use super::ops::{AdamWArgs, AttnMask, AttnShape, DType, Gemm, Host, Local, Ops, View};
 
+use crate::engine::api::Forward;
 use crate::engine::optim::AdamW;
 use crate::engine::state::{EngineState, Moments, Tensors};
 use crate::error::TrainError;
+use crate::localist::{LayerMetrics, LocalistRun, Penalty};
 use crate::model::ModelConfig;
 
 /// One tensor of the flat parameter buffer.
@@ -371,6 +373,12 @@ struct Acts {
     emb_tok: View,
     emb_starts: View,
     emb_pos: View,
+    /// With `[localist]`: each token's block and each query's target (`[n]`), and each layer's
+    /// per-query fidelity and entropy (`[batch, heads, seq]`).
+    blk: View,
+    tgt: View,
+    fid: Vec<View>,
+    ent: Vec<View>,
 }
 
 /// Allocations that remember what they allocated.
@@ -392,7 +400,14 @@ impl Alloc<'_> {
 }
 
 impl Acts {
-    fn new(ops: &mut dyn Ops, d: &Dims, batch: usize, seq: usize, chunk: usize) -> Result<Self, TrainError> {
+    fn new(
+        ops: &mut dyn Ops,
+        d: &Dims,
+        batch: usize,
+        seq: usize,
+        chunk: usize,
+        local: bool,
+    ) -> Result<Self, TrainError> {
         let n = batch * seq;
         let (f, bf, int) = (DType::F32, DType::Bf16, DType::I32);
         let mut al = Alloc { ops, owned: Vec::new() };
@@ -446,6 +461,10 @@ impl Acts {
             emb_tok: al.one(n, int)?,
             emb_starts: al.one(n + 1, int)?,
             emb_pos: al.one(n, int)?,
+            blk: al.one(n, int)?,
+            tgt: al.one(n, int)?,
+            fid: al.many(if local { l } else { 0 }, batch * d.heads * seq, f)?,
+            ent: al.many(if local { l } else { 0 }, batch * d.heads * seq, f)?,
         };
         acts.owned = al.owned;
         Ok(acts)
@@ -474,6 +493,10 @@ pub struct KernelEngine {
     adamw: AdamW,
     /// Rows of logits per chunk of the loss.
     logits_chunk: usize,
+    /// The localist dial (`crate::localist`), when the run has one.
+    localist: Option<LocalistRun>,
+    /// Tokens of each row of the last forward (the real queries of the localist statistics).
+    lens: Vec<usize>,
 }
 
 /// The buffers only training needs.
@@ -494,6 +517,8 @@ struct Pending {
     mask: AttnMask,
     inv_temp: f32,
     entropy: bool,
+    /// The forward ran the localist dial.
+    local: bool,
     /// A backward may follow (the forward had `want.grad` and no fixed gradient).
     awaits_backward: bool,
 }
@@ -544,6 +569,8 @@ impl KernelEngine {
             steps: 0,
             adamw: adamw.unwrap_or_default(),
             logits_chunk: 4096,
+            localist: None,
+            lens: Vec::new(),
         };
         engine.load_weights(&state.weights)?;
         if let (Some(m), Some(t)) = (&state.moments, engine.train) {
@@ -552,6 +579,51 @@ impl KernelEngine {
             engine.steps = m.steps;
         }
         Ok(engine)
+    }
+
+    /// The engine with `run`'s localist dial in every layer's attention: the −λ_l·Δ bias on
+    /// off-target keys, each layer's entropy and fidelity, and the off-target penalty's gradient.
+    ///
+    /// # Errors
+    /// The group-lasso penalty, which the attention kernels do not compute.
+    pub fn with_localist(mut self, run: Option<LocalistRun>) -> Result<Self, TrainError> {
+        if let Some(r) = &run
+            && r.config.penalty == Penalty::GroupLasso
+        {
+            return Err(TrainError::Config(
+                "the kernel engine computes the off-target localist penalty, not the group lasso: set localist.penalty = \"off_target\", or train.kernels = \"burn\"".into(),
+            ));
+        }
+        self.localist = run;
+        self.acts = None; // reallocated with the localist buffers
+        Ok(self)
+    }
+
+    /// Refuses penalty gradients for layers without a weighing penalty (as the burn engine does).
+    fn check_domega(&self, domega: &[f32]) -> Result<(), TrainError> {
+        let layers = self.dims.layers;
+        let weighs = |l: usize| {
+            self.localist
+                .as_ref()
+                .is_some_and(|r| r.lambdas[l] * r.config.gamma > 0.0 && r.config.penalty == Penalty::OffTarget)
+        };
+        if !domega.is_empty() && domega.len() != layers {
+            return Err(TrainError::Batch(format!(
+                "{} penalty gradients for a model of {layers} layers",
+                domega.len()
+            )));
+        }
+        if domega.iter().enumerate().any(|(l, &g)| g != 0.0 && !weighs(l)) {
+            return Err(TrainError::Batch(
+                "a gradient for the penalty of a layer whose penalty does not weigh".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The localist dial, when the engine has one.
+    pub fn localist(&self) -> Option<&LocalistRun> {
+        self.localist.as_ref()
     }
 
     /// The model's configuration.
@@ -650,7 +722,15 @@ impl KernelEngine {
                     self.ops.free(v)?;
                 }
             }
-            self.acts = Some(Acts::new(self.ops.as_mut(), &self.dims, batch, seq, self.logits_chunk)?);
+            let local = self.localist.is_some();
+            self.acts = Some(Acts::new(
+                self.ops.as_mut(),
+                &self.dims,
+                batch,
+                seq,
+                self.logits_chunk,
+                local,
+            )?);
         }
         Ok(())
     }
@@ -689,7 +769,7 @@ impl KernelEngine {
         inv_temp: f32,
         entropy: bool,
         grad: bool,
-        fixed: Option<&[f32]>,
+        fixed: Option<(&[f32], &[f32])>,
     ) -> Result<(), TrainError> {
         // A kernel would read out of bounds where burn would fail: refuse such ids up front.
         let vocab = self.dims.vocab;
@@ -708,7 +788,10 @@ impl KernelEngine {
                 "this kernel engine only scores (it has no gradients)".into(),
             ));
         }
-        if let Some(c) = fixed
+        if let Some((_, domega)) = fixed {
+            self.check_domega(domega)?;
+        }
+        if let Some((c, _)) = fixed
             && c.len() != batch.count()
         {
             return Err(TrainError::Batch(format!(
@@ -743,15 +826,41 @@ impl KernelEngine {
     ///
     /// # Errors
     /// On a device failure (an error of any queued kernel surfaces here), or without a forward.
-    pub fn outputs(&mut self) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    pub fn outputs(&mut self) -> Result<Forward, TrainError> {
         let p = self
             .pending
             .ok_or_else(|| TrainError::Batch("collect without a forward".into()))?;
         let a = self.acts.as_ref().expect("a forward allocated the activations");
         let (logp, ent) = (a.logp.prefix(p.count), a.entropy.prefix(p.count));
-        let logp = self.ops.download(logp)?;
-        let entropy = if p.entropy { self.ops.download(ent)? } else { Vec::new() };
-        Ok((logp, entropy))
+        let per_layer: Vec<(View, View)> = a.fid.iter().copied().zip(a.ent.iter().copied()).collect();
+        let mut out = Forward {
+            logp: self.ops.download(logp)?,
+            entropy: if p.entropy { self.ops.download(ent)? } else { Vec::new() },
+            ..Forward::default()
+        };
+        if let (Some(run), true) = (&self.localist, p.local) {
+            // Means over the real (query, head) pairs, as `BlockTensors` takes them.
+            let (heads, seq) = (self.dims.heads, p.shape.seq);
+            let real = (self.lens.iter().sum::<usize>() * heads).max(1) as f64;
+            for (l, (fid, ent)) in per_layer.into_iter().enumerate() {
+                let (fid, ent) = (self.ops.download(fid)?, self.ops.download(ent)?);
+                let (mut f, mut e) = (0.0, 0.0);
+                for (b, &len) in self.lens.iter().enumerate() {
+                    for h in 0..heads {
+                        let row = (b * heads + h) * seq;
+                        f += fid[row..row + len].iter().map(|&x| f64::from(x)).sum::<f64>();
+                        e += ent[row..row + len].iter().map(|&x| f64::from(x)).sum::<f64>();
+                    }
+                }
+                let weighs = run.lambdas[l] * run.config.gamma > 0.0 && run.config.penalty == Penalty::OffTarget;
+                out.attention.push(LayerMetrics {
+                    entropy_bits: e / real,
+                    fidelity: f / real,
+                });
+                out.omega.push(if weighs { 1.0 - f / real } else { 0.0 });
+            }
+        }
+        Ok(out)
     }
 
     /// Queues the backward of the last forward for `coef` (`−∂loss/∂log p` per target): the
@@ -760,7 +869,7 @@ impl KernelEngine {
     ///
     /// # Errors
     /// Without a forward that awaits a backward, or on a device failure.
-    pub fn run_backward(&mut self, coef: &[f32]) -> Result<(), TrainError> {
+    pub fn run_backward(&mut self, coef: &[f32], domega: &[f32]) -> Result<(), TrainError> {
         let p = match self.pending {
             Some(p) if p.awaits_backward => p,
             _ => {
@@ -776,12 +885,13 @@ impl KernelEngine {
                 p.count
             )));
         }
+        self.check_domega(domega)?;
         let a = self.acts.take().expect("a forward allocated the activations");
         let r = self
             .ops
             .upload(a.coef.prefix(p.count), Host::F32(coef))
             .and_then(|()| self.head(&a, &p, true, false))
-            .and_then(|()| self.layers_backward(&a, &p));
+            .and_then(|()| self.layers_backward(&a, &p, domega));
         self.acts = Some(a);
         let released = self.release();
         r.and(released)
@@ -795,19 +905,45 @@ impl KernelEngine {
         inv_temp: f32,
         entropy: bool,
         grad: bool,
-        fixed: Option<&[f32]>,
+        fixed: Option<(&[f32], &[f32])>,
+    ) -> Result<Pending, TrainError> {
+        if self.localist.is_some() != batch.local.is_some() {
+            return Err(TrainError::Batch(
+                "a micro-batch prepared for another localist setting than the engine's".into(),
+            ));
+        }
+        self.lens.clone_from(&batch.lens);
+        let vis = match &batch.vis {
+            None => None,
+            Some(bits) => Some(self.ops.alloc(bits.len(), DType::I32)?),
+        };
+        let r = match (vis, &batch.vis) {
+            (Some(v), Some(bits)) => self.ops.upload(v, Host::I32(bits)),
+            _ => Ok(()),
+        }
+        .and_then(|()| self.queue_passes(a, batch, vis, inv_temp, entropy, grad, fixed));
+        if let (Err(_), Some(v)) = (&r, vis) {
+            // No pending forward will free it.
+            self.ops.free(v)?;
+        }
+        r
+    }
+
+    /// [`KernelEngine::queue_forward`] once the visibility table is on the device.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_passes(
+        &mut self,
+        a: &Acts,
+        batch: &HostBatch,
+        vis: Option<View>,
+        inv_temp: f32,
+        entropy: bool,
+        grad: bool,
+        fixed: Option<(&[f32], &[f32])>,
     ) -> Result<Pending, TrainError> {
         let d = self.dims;
         let n = batch.batch * batch.seq;
         let count = batch.count();
-        let vis = match &batch.vis {
-            None => None,
-            Some(bits) => {
-                let v = self.ops.alloc(bits.len(), DType::I32)?;
-                self.ops.upload(v, Host::I32(bits))?;
-                Some(v)
-            }
-        };
         let ops = &mut self.ops;
         ops.upload(a.ids.prefix(n), Host::I32(&batch.ids))?;
         ops.upload(a.pos.prefix(n), Host::I32(&batch.pos))?;
@@ -821,8 +957,12 @@ impl KernelEngine {
         ops.upload(a.emb_tok.prefix(uniq), Host::I32(&batch.emb_tok))?;
         ops.upload(a.emb_starts.prefix(uniq + 1), Host::I32(&batch.emb_starts))?;
         ops.upload(a.emb_pos.prefix(batch.emb_pos.len()), Host::I32(&batch.emb_pos))?;
-        if let Some(c) = fixed {
+        if let Some((c, _)) = fixed {
             ops.upload(a.coef.prefix(count), Host::F32(c))?;
+        }
+        if let Some((block, target)) = &batch.local {
+            ops.upload(a.blk.prefix(n), Host::I32(block))?;
+            ops.upload(a.tgt.prefix(n), Host::I32(target))?;
         }
         let p = Pending {
             n,
@@ -844,15 +984,17 @@ impl KernelEngine {
                 words: batch.words,
                 full: a.full,
                 full_words: batch.full_words,
+                local: None,
             },
             inv_temp,
             entropy,
+            local: batch.local.is_some(),
             awaits_backward: grad && fixed.is_none(),
         };
         self.layers_forward(a, &p)?;
         self.head(a, &p, fixed.is_some(), true)?;
-        if fixed.is_some() {
-            self.layers_backward(a, &p)?;
+        if let Some((_, domega)) = fixed {
+            self.layers_backward(a, &p, domega)?;
         }
         Ok(p)
     }
@@ -878,6 +1020,24 @@ impl KernelEngine {
         ]
     }
 
+    /// Layer `l`'s attention mask: the batch's, with the localist dial at that layer's λ when the
+    /// run has one, its penalty weighted by `domega` (∂loss/∂Ω_l) in the backward.
+    fn layer_mask(&self, a: &Acts, p: &Pending, l: usize, domega: f32) -> AttnMask {
+        let local = match (&self.localist, p.local) {
+            (Some(run), true) => Some(Local {
+                block: a.blk.prefix(p.n),
+                target: a.tgt.prefix(p.n),
+                bias_log2: (run.lambdas[l] * run.config.delta * std::f64::consts::LOG2_E) as f32,
+                fidelity: a.fid[l],
+                entropy: a.ent[l],
+                // Ω_l is a mean over real (query, head) pairs of 1 − fidelity; see `ops::Local`.
+                penalty: -domega / (self.lens.iter().sum::<usize>() * self.dims.heads).max(1) as f32,
+            }),
+            _ => None,
+        };
+        AttnMask { local, ..p.mask }
+    }
+
     /// Embedding, every layer and the final norm.
     fn layers_forward(&mut self, a: &Acts, p: &Pending) -> Result<(), TrainError> {
         let d = self.dims;
@@ -885,6 +1045,7 @@ impl KernelEngine {
         let pw = self.params;
         let w = |off: usize, len: usize| pw.slice(off, len);
         let layers: Vec<(LayerAt, [Linear; 4])> = self.layout.layers.iter().map(|at| (*at, self.linears(at))).collect();
+        let masks: Vec<AttnMask> = (0..d.layers).map(|l| self.layer_mask(a, p, l, 0.0)).collect();
         let (embed, final_norm) = (self.layout.embed, self.layout.final_norm);
         let ops = &mut self.ops;
         ops.embed(a.res[0], w(embed, d.vocab * h), a.ids, n, h)?;
@@ -894,7 +1055,7 @@ impl KernelEngine {
             qkv_l.forward(ops, a.qkv.prefix(n * d.qkv), a.xn1[l], None, n)?;
             let bias = at.qkv_b.map(|o| w(o, d.qkv));
             ops.rope_split(a.q[l], a.k[l], a.v[l], a.qkv, bias, a.pos, self.inv_freq, p.shape)?;
-            ops.attention(a.attn[l], a.lse[l], a.q[l], a.k[l], a.v[l], &p.mask, p.shape)?;
+            ops.attention(a.attn[l], a.lse[l], a.q[l], a.k[l], a.v[l], &masks[l], p.shape)?;
             o_l.forward(ops, mid, a.attn[l], Some(x), n)?;
             ops.rmsnorm(a.xn2[l], a.rstd2[l], mid, w(at.post_norm, h), n, h, d.eps)?;
             gu_l.forward(ops, a.gu[l], a.xn2[l], None, n)?;
@@ -946,9 +1107,9 @@ impl KernelEngine {
         Ok(())
     }
 
-    /// The layers' backward from the gradient of the gathered rows (`a.dxc`), into the
-    /// accumulated gradients.
-    fn layers_backward(&mut self, a: &Acts, p: &Pending) -> Result<(), TrainError> {
+    /// The layers' backward from the gradient of the gathered rows (`a.dxc`), and of each layer's
+    /// localist penalty (`domega`, empty for none), into the accumulated gradients.
+    fn layers_backward(&mut self, a: &Acts, p: &Pending, domega: &[f32]) -> Result<(), TrainError> {
         let d = self.dims;
         let (n, h, qd, inter) = (p.n, d.h, d.heads * d.d, d.inter);
         let t = self.train_bufs()?;
@@ -956,6 +1117,9 @@ impl KernelEngine {
         let w = |off: usize, len: usize| pw.slice(off, len);
         let gr = |off: usize, len: usize| t.grads.slice(off, len);
         let layers: Vec<(LayerAt, [Linear; 4])> = self.layout.layers.iter().map(|at| (*at, self.linears(at))).collect();
+        let masks: Vec<AttnMask> = (0..d.layers)
+            .map(|l| self.layer_mask(a, p, l, domega.get(l).copied().unwrap_or(0.0)))
+            .collect();
         let (embed, final_norm) = (self.layout.embed, self.layout.final_norm);
         let ops = &mut self.ops;
         ops.zero(a.dxf.prefix(n * h))?;
@@ -995,7 +1159,7 @@ impl KernelEngine {
             // Attention: mid = x + o_proj(attention(rope(qkv(norm(x))))).
             o_l.backward(ops, a.dattn.prefix(n * qd), dres_bf, a.attn[l], n)?;
             ops.attention_backward(
-                a.dq, a.dk, a.dv, a.dattn, a.attn[l], a.lse[l], a.q[l], a.k[l], a.v[l], &p.mask, p.shape,
+                a.dq, a.dk, a.dv, a.dattn, a.attn[l], a.lse[l], a.q[l], a.k[l], a.v[l], &masks[l], p.shape,
             )?;
             let dqkv = a.qkv.prefix(n * d.qkv);
             ops.rope_merge(dqkv, a.dq, a.dk, a.dv, a.pos, self.inv_freq, p.shape)?;

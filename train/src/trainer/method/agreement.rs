@@ -314,7 +314,7 @@ fn steps_and_state_agree_between_engines_and_cross_over() {
 }
 
 /// A scoring engine (no optimizer) refuses a forward that asks for gradients; the kernel engine
-/// refuses localist attention by name.
+/// refuses the group-lasso penalty by name; both refuse a penalty gradient without a penalty.
 #[test]
 fn engines_refuse_what_they_cannot_do() {
     let c = tiny_for_tests();
@@ -337,14 +337,108 @@ fn engines_refuse_what_they_cannot_do() {
         );
     }
     let mut choice = Choice::kernel_reference(true);
-    let localist: crate::localist::LocalistConfig = toml::from_str("lambda = 0.5\nblocks = \"segments\"").unwrap();
+    let localist: crate::localist::LocalistConfig =
+        toml::from_str("lambda = 0.5\nblocks = \"segments\"\npenalty = \"group_lasso\"").unwrap();
     let run = crate::localist::LocalistRun::new(&localist, 2, None).unwrap();
     let err = match choice.open::<B>(&c, &state, Some(AdamW::default()), Some(run), &device) {
-        Ok(_) => panic!("the kernel engine took [localist]"),
+        Ok(_) => panic!("the kernel engine took the group-lasso penalty"),
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("localist") && err.contains("train.kernels = \"burn\""),
+        err.contains("group lasso") && err.contains("train.kernels = \"burn\""),
         "{err}"
     );
+    // A penalty gradient for layers without a weighing penalty is refused by both engines.
+    for mut e in engines(&c, 2) {
+        let micro = e.prepare(rows.clone()).unwrap();
+        e.forward(&micro, Want::default(), None).unwrap();
+        e.collect().unwrap();
+        let g = Grad {
+            dlogp: vec![-1.0; micro.count()],
+            domega: vec![0.5, 0.0],
+        };
+        assert!(e.backward(&g).is_err(), "a penalty gradient without a penalty");
+    }
+}
+
+/// Localist attention (anchor blocks, the previous-block target rule, a polynomial schedule so the
+/// first layer has no dial) with each penalty the kernel engine computes: the same log-probs,
+/// per-layer entropy, fidelity and Ω, and gradients (with the penalty's gradient sent back) on
+/// both engines.
+#[test]
+fn localist_agrees_between_engines_for_each_penalty() {
+    use crate::localist::{BlockSource, LocalistConfig, LocalistRun, Penalty, Schedule, TargetRule};
+    let c = tiny_for_tests();
+    let device = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 21);
+    let state = EngineState::fresh(&Decoder::<B>::init(&c, &device).unwrap());
+    let rows = random_rows(6, 3, 40, c.vocab_size, true);
+    for penalty in [Penalty::OffTarget, Penalty::None] {
+        let config = LocalistConfig {
+            lambda: 0.6,
+            schedule: Schedule::Polynomial,
+            beta: 1.0,
+            delta: 3.0,
+            gamma: 0.5,
+            penalty,
+            blocks: BlockSource::Anchors,
+            anchors: Vec::new(),
+            threshold: 0.0,
+            target: TargetRule::Previous,
+        };
+        let run = LocalistRun {
+            lambdas: config.layer_lambdas(c.num_hidden_layers),
+            config,
+            anchor_ids: (0..c.vocab_size as i32).filter(|t| t % 7 == 3).collect(),
+        };
+        let adamw = Some(AdamW::default());
+        let engines: [Box<dyn Engine<B>>; 2] = [
+            Box::new(BurnEngine::<B>::new(&c, &state, adamw, Some(run.clone()), &device).unwrap()),
+            Box::new(
+                KernelEngine::new(Box::new(CpuOps::exact()), &c, &state, adamw)
+                    .unwrap()
+                    .with_localist(Some(run.clone()))
+                    .unwrap(),
+            ),
+        ];
+        let mut out = Vec::new();
+        for mut e in engines {
+            let micro = e.prepare(rows.clone()).unwrap();
+            e.forward(&micro, Want::default(), None).unwrap();
+            let f = e.collect().unwrap();
+            let weighs = penalty == Penalty::OffTarget;
+            e.backward(&Grad {
+                dlogp: vec![-1.0 / micro.count() as f32; micro.count()],
+                domega: if weighs { vec![0.0, 0.7] } else { Vec::new() },
+            })
+            .unwrap();
+            out.push((f, e.gradients().unwrap()));
+        }
+        let case = format!("{penalty:?}");
+        let ((fb, gb), (fk, gk)) = (&out[0], &out[1]);
+        assert!(rel_err(&fk.logp, &fb.logp) < 1e-5, "{case}: log-probs");
+        assert_eq!(fb.attention.len(), 2);
+        for (l, (a, b)) in fb.attention.iter().zip(&fk.attention).enumerate() {
+            assert!(
+                (a.fidelity - b.fidelity).abs() < 1e-5,
+                "{case} layer {l}: fidelity {a:?} vs {b:?}"
+            );
+            // burn's entropy adds 1e-12 inside the log; the kernels take p log p exactly.
+            assert!(
+                (a.entropy_bits - b.entropy_bits).abs() < 1e-4,
+                "{case} layer {l}: {a:?} vs {b:?}"
+            );
+        }
+        assert_eq!(fb.omega.len(), fk.omega.len(), "{case}");
+        for (a, b) in fb.omega.iter().zip(&fk.omega) {
+            assert!((a - b).abs() < 1e-5, "{case}: Ω {:?} vs {:?}", fb.omega, fk.omega);
+        }
+        // The dial is on in the second layer only: it concentrates attention there.
+        assert_eq!(fb.omega[0], 0.0);
+        if penalty == Penalty::OffTarget {
+            assert!(fb.omega[1] > 0.0);
+        }
+        let (name, w) = worst(gk, gb);
+        assert!(w < 1e-4, "{case}: gradient of {name} off by {w}");
+    }
 }

@@ -139,8 +139,8 @@ pub trait Method<B: AutodiffBackend> {
     /// or sampling fails.
     fn window(&mut self, engine: &mut dyn Engine<B>, cursor: &mut Cursor, step: usize) -> Result<Window, TrainError>;
 
-    /// The gradient of a micro-batch when it is known before its forward (SFT's: −1/count per
-    /// target), so the engine can run the backward with the forward.
+    /// The gradient of a micro-batch when it is known before its forward (SFT's: −1/W per target,
+    /// W the window's count of targets), so the engine can run the backward with the forward.
     fn fixed(&self, _micro: &Micro, _window: &Window) -> Option<Grad> {
         None
     }

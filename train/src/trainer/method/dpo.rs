@@ -227,7 +227,14 @@ impl Dpo {
         };
         let (preferences, tokenizer) = text_and_tokenizer(recipe, &plan.run_dir, "dpo")?;
         let opts = recipe.data.tokenize_options()?;
-        let key = reference::cache_key(&reference_dir, opts.template.name(), &tokenizer, opts.max_len)?;
+        let numerics = choice.numerics(&recipe.train.dtype);
+        let key = reference::cache_key(
+            &reference_dir,
+            opts.template.name(),
+            &tokenizer,
+            opts.max_len,
+            &numerics,
+        )?;
         // The reference is opened only when some pair needs it, and dropped before the policy.
         let mut scorer: Option<Box<dyn Engine<B>>> = None;
         let (reference, report) = reference::ensure(

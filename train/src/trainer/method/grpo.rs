@@ -196,13 +196,15 @@ pub struct GrpoStepMetrics {
     /// Which of the μ iterations over this generation batch the step was (0 for the first).
     pub iteration: usize,
     /// On the first iteration: mean |log π − log π_sampler| over completion tokens, the gap
-    /// between the training forward and the sampler's KV-cached forward (~1e-6 in f32).
+    /// between the training forward and the sampler's KV-cached forward (~1e-6 when both run in
+    /// f32; the kernel engine's bf16 matmuls against the sampler's f32 give ~1e-3 to 1e-2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampler_logp_diff: Option<f64>,
-    /// Seconds spent sampling and scoring this step's generation batch (0 on later iterations).
+    /// Seconds spent on this step's generation batch (0 on later iterations): the sampler's copy of
+    /// the weights, sampling and scoring.
     pub rollout_s: f64,
-    /// The rest of the step: forward and backward (with the reference's forward when β > 0),
-    /// clipping and the optimizer step; MFU is computed over it.
+    /// The rest of the step: the micro-batches' preparation, the reference's forward when β > 0,
+    /// forward and backward, clipping and the optimizer step; MFU is computed over it.
     pub train_s: f64,
     /// Generated tokens per second of sampling.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,7 +377,10 @@ impl<B: AutodiffBackend> Grpo<B> {
             rewards: &self.rewards,
             max_rows: usize::MAX,
         };
+        // The sampler's copy of the weights (a download on the kernel engine) counts as rollout.
+        let copied = std::time::Instant::now();
         let policy = engine.sampler(&self.device)?;
+        let copy_s = copied.elapsed().as_secs_f64();
         let r = rollout(&policy, &self.prompts, picks, &spec)?;
         drop(policy);
         // Logged when a multiple of log_completions_every falls among this batch's steps.
@@ -422,7 +427,7 @@ impl<B: AutodiffBackend> Grpo<B> {
             g.micros.push(micro);
         }
         self.generation = Some(g);
-        Ok(r.sampling_s + r.scoring_s)
+        Ok(copy_s + r.sampling_s + r.scoring_s)
     }
 
     /// Writes the first group of `r` to `RUN/completions.jsonl`.
@@ -491,9 +496,16 @@ impl<B: AutodiffBackend> Method<B> for Grpo<B> {
             g.old.truncate(i);
             g.old.push(forward.logp.clone());
         }
-        let old = (mu > 1 && self.iteration > 0)
-            .then(|| g.old.get(i).map(Vec::as_slice))
-            .flatten();
+        let old = match (mu > 1 && self.iteration > 0, g.old.get(i)) {
+            (false, _) => None,
+            (true, Some(o)) => Some(o.as_slice()),
+            (true, None) => {
+                return Err(TrainError::Batch(format!(
+                    "grpo: iteration {} of a generation batch whose first iteration was not trained here",
+                    self.iteration
+                )));
+            }
+        };
         let terms = Terms {
             logp: &forward.logp,
             old,

@@ -3,7 +3,8 @@
 //! The sequence log-probabilities of the reference model for each pair's chosen and rejected reply
 //! are stored in the dataset's `ref_chosen_logp` and `ref_rejected_logp` columns (a new Lance
 //! version), each row's `meta` recording `ref_logp_key`: a hash of the reference's weight and
-//! config files, the template, the tokenizer file and the row length. A run reuses the values of
+//! config files, the template, the tokenizer file, the row length and the engine that computed the
+//! values (each engine's numbers, bf16 kernels or f32 burn, stay its own). A run reuses the values of
 //! rows whose key matches and recomputes the others, so training never holds two models, reruns
 //! cost nothing, and a changed reference or template is never silently reused (TRL's
 //! `precompute_ref_log_probs`, made persistent).
@@ -39,11 +40,18 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// The cache key of a reference, template, tokenizer and row length.
+/// The cache key of a reference, template, tokenizer, row length and the engine that computes the
+/// values (`numerics`: bf16 kernels and f32 burn give values a few 1e-3 apart over a reply).
 ///
 /// # Errors
 /// When the reference or tokenizer files cannot be read.
-pub fn cache_key(reference: &Path, template: &str, tokenizer: &Path, max_len: usize) -> Result<String, TrainError> {
+pub fn cache_key(
+    reference: &Path,
+    template: &str,
+    tokenizer: &Path,
+    max_len: usize,
+    numerics: &str,
+) -> Result<String, TrainError> {
     let dir = weights_dir(reference)?;
     // The model's own files only (a checkpoint's optimizer state is not the model), read in chunks
     // so that hashing never holds a whole file in memory.
@@ -75,6 +83,7 @@ pub fn cache_key(reference: &Path, template: &str, tokenizer: &Path, max_len: us
     }
     h = fnv(h, template.as_bytes());
     h = fnv(h, &max_len.to_le_bytes());
+    h = fnv(h, numerics.as_bytes());
     Ok(format!("{h:016x}"))
 }
 

@@ -469,15 +469,18 @@ extern "C" __global__ void scatter_rows_bf16(bf16_t* dst, const bf16_t* src, con
 // per row. With z = inv_temp * logits: logp[r] = z[target] - logsumexp(z); entropy[r] (when not
 // null) = logsumexp(z) - sum(softmax(z) * z); dlogits[r] (when not null) =
 // bf16(coef[r] * inv_temp * (softmax(z) - onehot(target))), the gradient of a loss whose
-// derivative by logp[r] is -coef[r] (SFT: coef = 1 / count; DPO and GRPO: the method's).
+// derivative by logp[r] is -coef[r] (SFT: coef = 1 / W, W the window's count of targets; DPO and GRPO: the method's).
 // ---------------------------------------------------------------------------------------------
 
-// Online (max, sum of exp, sum of exp * z) of a stream of z, and the merge of two such triples.
+// Online (max m, s = sum of exp(z - m), t = sum of exp(z - m) (z - m)) of a stream of z, and the
+// merge of two such triples. Entropy is log s - t / s, a sum of non-negative terms (no cancellation
+// of two large numbers, as lse - E[z] would have).
 __device__ __forceinline__ void lse_merge(float& m, float& s, float& t, float m2, float s2, float t2) {
     float mm = fmaxf(m, m2);
-    float a = m == NEG_INF ? 0.f : __expf(m - mm), b = m2 == NEG_INF ? 0.f : __expf(m2 - mm);
-    s = s * a + s2 * b;
-    t = t * a + t2 * b;
+    float x = m == NEG_INF ? 0.f : __expf(m - mm) * (t - (mm - m) * s);
+    float y = m2 == NEG_INF ? 0.f : __expf(m2 - mm) * (t2 - (mm - m2) * s2);
+    s = (m == NEG_INF ? 0.f : s * __expf(m - mm)) + (m2 == NEG_INF ? 0.f : s2 * __expf(m2 - mm));
+    t = x + y;
     m = mm;
 }
 
@@ -491,13 +494,13 @@ extern "C" __global__ void cross_entropy(bf16_t* dlogits, float* logp, float* en
         float z = row[j] * inv_temp;
         if (z > m) {
             float a = m == NEG_INF ? 0.f : __expf(m - z);
+            t = m == NEG_INF ? 0.f : a * (t - (z - m) * s);
             s = s * a + 1.f;
-            t = t * a + z;
             m = z;
         } else {
             float e = __expf(z - m);
             s += e;
-            t += e * z;
+            t += e * (z - m);
         }
     }
     // Combine the triples: first within the warp, then across warps.
@@ -533,7 +536,7 @@ extern "C" __global__ void cross_entropy(bf16_t* dlogits, float* logp, float* en
     int tgt = targets[r];
     if (threadIdx.x == 0) {
         logp[r] = row[tgt] * inv_temp - lse;
-        if (entropy) entropy[r] = lse - red_t[0] / red_s[0];
+        if (entropy) entropy[r] = logf(red_s[0]) - red_t[0] / red_s[0];
     }
     if (!dlogits) return;
     float scale = coef[r] * inv_temp;
@@ -574,6 +577,14 @@ extern "C" __global__ void adamw(float* p, bf16_t* p_bf16, const float* g, float
 // table (Multiverse: a path sees its ancestors, never its siblings). `qt_kt0[b, qt]` is the first
 // key tile any query of tile qt sees and `kt_qt1[b, kt]` one past the last query tile that sees
 // any key of tile kt: tiles outside those ranges are skipped, the rest are masked per element.
+//
+// The LOCAL instances add the localist dial (../ops.rs `Local`): `blk` ([B, T]) is each key's
+// block and `tgt` ([B, T]) each query's target block; keys off the target get `bias_log2`
+// subtracted from their log2-domain scores (in every pass, so the saved lse2 is of the biased
+// scores); the forward writes each query's mass on its target (`fid`) and its entropy in bits
+// (`ent`), both [B, nh, T]; the backward adds the penalty's gradient: dP gains `penalty` on
+// target keys (and `attn_bwd_delta` adds `penalty * fid` to delta), so dS = P (dP - delta) is
+// the gradient of the loss plus `-penalty * N * Omega`.
 // ---------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
@@ -649,10 +660,11 @@ __device__ __forceinline__ void load_tile_async(bf16_t* dst, const bf16_t* src, 
 
 // Forward. grid (T/64, nh, B), block 128, dynamic smem 5 * 64 * LD * 2 + 3 * 64 * 4 bytes.
 // o: [B, T, nh, D]; lse2: [B, nh, T] (log2 domain).
-template <int D>
+template <int D, bool LOCAL>
 __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t* k, const bf16_t* v, const int* seg,
                           const int* qt_kt0, const unsigned* vis, int S, int W, const unsigned* full, int FW, int T,
-                          int nh, int nkv, float scale_log2) {
+                          int nh, int nkv, float scale_log2, const int* blk, const int* tgt, float bias_log2,
+                          float* fid, float* ent) {
     constexpr int LD = D + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16_t* Qs = (bf16_t*)smem_raw;
@@ -660,6 +672,8 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
     bf16_t* Vs = Ks + 2 * 64 * LD;
     int* segq = (int*)(Vs + 2 * 64 * LD);
     int* segk = segq + 64;  // [2][64]
+    int* tgtq = segk + 2 * 64;  // LOCAL: [64]
+    int* blkk = tgtq + 64;      // LOCAL: [2][64]
     const int nt = T / 64;
     const int qt = nt - 1 - blockIdx.x;  // heaviest tiles first
     const int h = blockIdx.y, b = blockIdx.z;
@@ -679,14 +693,20 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
     if (tid < 64) {
         segq[tid] = segb[qt * 64 + tid];
         segk[tid] = segb[kt0 * 64 + tid];
+        if (LOCAL) {
+            tgtq[tid] = tgt[(size_t)b * T + qt * 64 + tid];
+            blkk[tid] = blk[(size_t)b * T + kt0 * 64 + tid];
+        }
     }
 
     unsigned qf[D / 16][4];
     float acc[D / 8][4];
     for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
     float mrow[2] = {NEG_INF, NEG_INF}, lrow[2] = {0.f, 0.f};
+    // LOCAL: the target mass and the sum of p * (score - mrow), in the frame of mrow like lrow.
+    float frow[2] = {0.f, 0.f}, xrow[2] = {0.f, 0.f};
     const int qrow0 = qt * 64 + warp * 16 + g;  // this thread's rows: qrow0 and qrow0 + 8
-    int sq[2];
+    int sq[2], tq[2] = {0, 0};
 
     for (int kt = kt0; kt <= qt; kt++) {
         const int buf = (kt - kt0) & 1;
@@ -694,7 +714,10 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
             load_tile_async<D, LD>(Ks + (buf ^ 1) * 64 * LD, kg + (size_t)(kt + 1) * 64 * D, D);
             load_tile_async<D, LD>(Vs + (buf ^ 1) * 64 * LD, vg + (size_t)(kt + 1) * 64 * D, D);
             cp_async_commit();
-            if (tid < 64) segk[(buf ^ 1) * 64 + tid] = segb[(kt + 1) * 64 + tid];
+            if (tid < 64) {
+                segk[(buf ^ 1) * 64 + tid] = segb[(kt + 1) * 64 + tid];
+                if (LOCAL) blkk[(buf ^ 1) * 64 + tid] = blk[(size_t)b * T + (kt + 1) * 64 + tid];
+            }
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
@@ -704,10 +727,15 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
             for (int kk = 0; kk < D / 16; kk++) load_a<LD>(qf[kk], Qs, warp * 16, kk * 16, lane);
             sq[0] = segq[warp * 16 + g];
             sq[1] = segq[warp * 16 + g + 8];
+            if (LOCAL) {
+                tq[0] = tgtq[warp * 16 + g];
+                tq[1] = tgtq[warp * 16 + g + 8];
+            }
         }
         const bf16_t* Kb = Ks + buf * 64 * LD;
         const bf16_t* Vb = Vs + buf * 64 * LD;
         const int* sk = segk + buf * 64;
+        const int* bk = blkk + buf * 64;
 
         float s[8][4];
         for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
@@ -721,20 +749,25 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
         }
         // Mask (unless every pair of the tile is visible) and scale; row maxima.
         float mx[2] = {NEG_INF, NEG_INF};
-        if (tile_full(full, FW, b, nt, qt, kt)) {
+        // LOCAL biases every pair, so it takes the per-element path for full tiles too.
+        const bool all = tile_full(full, FW, b, nt, qt, kt);
+        if (!LOCAL && all) {
             for (int j = 0; j < 8; j++)
                 for (int e = 0; e < 4; e++) {
                     s[j][e] *= scale_log2;
                     mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
                 }
         } else {
+            #pragma unroll
             for (int j = 0; j < 8; j++) {
+                #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int r = e >> 1;
-                    int key = kt * 64 + j * 8 + 2 * t4 + (e & 1);
+                    int key = kt * 64 + j * 8 + 2 * t4 + (e & 1), kl = key - kt * 64;
                     int qi = qrow0 + 8 * r;
-                    bool ok = key <= qi && visible(sq[r], sk[key - kt * 64], vis, S, W, b);
+                    bool ok = (LOCAL && all) || (key <= qi && visible(sq[r], sk[kl], vis, S, W, b));
                     float x = ok ? s[j][e] * scale_log2 : NEG_INF;
+                    if (LOCAL && ok && bk[kl] != tq[r]) x -= bias_log2;
                     s[j][e] = x;
                     mx[r] = fmaxf(mx[r], x);
                 }
@@ -746,6 +779,11 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
             float mnew = fmaxf(mrow[r], mx[r]);
             alpha[r] = mnew == NEG_INF ? 1.f : fast_exp2(mrow[r] - mnew);
+            if (LOCAL) {
+                // xrow is sum p (x - m): rebased to the new maximum.
+                xrow[r] = mrow[r] == NEG_INF ? 0.f : alpha[r] * (xrow[r] - (mnew - mrow[r]) * lrow[r]);
+                frow[r] *= alpha[r];
+            }
             mrow[r] = mnew;
             lrow[r] *= alpha[r];
         }
@@ -759,6 +797,10 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
             for (int e = 0; e < 4; e++) {
                 int r = e >> 1;
                 float p = mrow[r] == NEG_INF ? 0.f : fast_exp2(s[j][e] - mrow[r]);
+                if (LOCAL && s[j][e] != NEG_INF) {
+                    if (bk[j * 8 + 2 * t4 + (e & 1)] == tq[r]) frow[r] += p;
+                    xrow[r] += p * (s[j][e] - mrow[r]);
+                }
                 s[j][e] = p;
                 lrow[r] += p;
             }
@@ -782,6 +824,12 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
     for (int r = 0; r < 2; r++) {
         lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
         lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+        if (LOCAL) {
+            frow[r] += __shfl_xor_sync(0xffffffffu, frow[r], 1);
+            frow[r] += __shfl_xor_sync(0xffffffffu, frow[r], 2);
+            xrow[r] += __shfl_xor_sync(0xffffffffu, xrow[r], 1);
+            xrow[r] += __shfl_xor_sync(0xffffffffu, xrow[r], 2);
+        }
     }
     for (int r = 0; r < 2; r++) {
         int t = qrow0 + 8 * r;
@@ -790,11 +838,19 @@ __device__ void flash_fwd(bf16_t* o, float* lse2, const bf16_t* q, const bf16_t*
         for (int i = 0; i < D / 8; i++)
             *(unsigned*)(orow + i * 8 + 2 * t4) = pack_bf16x2(acc[i][2 * r] * inv, acc[i][2 * r + 1] * inv);
         if (t4 == 0) lse2[((size_t)b * nh + h) * T + t] = lrow[r] > 0.f ? mrow[r] + log2f(lrow[r]) : NEG_INF;
+        if (LOCAL && t4 == 0) {
+            // Entropy in bits: -sum p log2 p = log2 l - sum(2^(x - m) (x - m)) / l.
+            size_t i = ((size_t)b * nh + h) * T + t;
+            fid[i] = frow[r] * inv;
+            ent[i] = lrow[r] > 0.f ? log2f(lrow[r]) - xrow[r] * inv : 0.f;
+        }
     }
 }
 
-// delta[b, h, t] = sum over d of dO * O (both [B, T, nh, D]). One warp per (b, t, h).
-extern "C" __global__ void attn_bwd_delta(float* delta, const bf16_t* dout, const bf16_t* out, int B, int T, int nh, int d) {
+// delta[b, h, t] = sum over d of dO * O (both [B, T, nh, D]), plus penalty * fid[b, h, t] when
+// fid is given (the localist penalty's share, see above). One warp per (b, t, h).
+extern "C" __global__ void attn_bwd_delta(float* delta, const bf16_t* dout, const bf16_t* out, int B, int T, int nh, int d,
+                                          const float* fid, float penalty) {
     long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (row >= (long long)B * T * nh) return;
@@ -807,18 +863,20 @@ extern "C" __global__ void attn_bwd_delta(float* delta, const bf16_t* dout, cons
         int h = (int)(row % nh);
         long long bt = row / nh;
         int t = (int)(bt % T), b = (int)(bt / T);
-        delta[((size_t)b * nh + h) * T + t] = s;
+        size_t i = ((size_t)b * nh + h) * T + t;
+        delta[i] = fid ? s + penalty * fid[i] : s;
     }
 }
 
 // dK and dV for one 64-key tile of one kv head, over every query head of its group and every
 // query tile that sees it. grid (T/64, nkv, B), block 128; each warp owns 16 keys.
 // smem: K, V tiles, Q and dO tiles (double-buffered), lse2, delta, segq (x2), segk.
-template <int D>
+template <int D, bool LOCAL>
 __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf16_t* k, const bf16_t* v,
                                const bf16_t* dout, const float* lse2, const float* delta, const int* seg,
                                const int* kt_qt1, const unsigned* vis, int S, int W, const unsigned* full, int FW,
-                               int T, int nh, int nkv, float scale_log2, float scale) {
+                               int T, int nh, int nkv, float scale_log2, float scale, const int* blk, const int* tgt,
+                               float bias_log2, float penalty) {
     constexpr int LD = D + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16_t* Ks = (bf16_t*)smem_raw;
@@ -829,6 +887,8 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
     float* dl = ls + 2 * 64;                 // [2][64]
     int* segq = (int*)(dl + 2 * 64);         // [2][64]
     int* segk = segq + 2 * 64;               // [64]
+    int* tgtq = segk + 64;                   // LOCAL: [2][64]
+    int* blkk = tgtq + 2 * 64;               // LOCAL: [64]
     const int nt = T / 64;
     const int kt = nt - 1 - blockIdx.x;
     const int kvh = blockIdx.y, b = blockIdx.z;
@@ -840,13 +900,16 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
 
     load_tile_async<D, LD>(Ks, k + (((size_t)b * nkv + kvh) * T + (size_t)kt * 64) * D, D);
     load_tile_async<D, LD>(Vs, v + (((size_t)b * nkv + kvh) * T + (size_t)kt * 64) * D, D);
-    if (tid < 64) segk[tid] = segb[kt * 64 + tid];
+    if (tid < 64) {
+        segk[tid] = segb[kt * 64 + tid];
+        if (LOCAL) blkk[tid] = blk[(size_t)b * T + kt * 64 + tid];
+    }
 
     float dka[D / 8][4], dva[D / 8][4];
     for (int i = 0; i < D / 8; i++)
         for (int e = 0; e < 4; e++) dka[i][e] = dva[i][e] = 0.f;
     const int key0 = kt * 64 + warp * 16 + g;  // this thread's keys: key0 and key0 + 8
-    int sk[2] = {0, 0};
+    int sk[2] = {0, 0}, bkey[2] = {0, 0};
 
     const int nq = qt1 - kt;           // query tiles per head
     const int total = nq * rep;        // (head, query tile) pairs, in order
@@ -859,6 +922,7 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
             ls[buf * 64 + tid] = lse2[((size_t)b * nh + hh) * T + qt * 64 + tid];
             dl[buf * 64 + tid] = delta[((size_t)b * nh + hh) * T + qt * 64 + tid];
             segq[buf * 64 + tid] = segb[qt * 64 + tid];
+            if (LOCAL) tgtq[buf * 64 + tid] = tgt[(size_t)b * T + qt * 64 + tid];
         }
     };
     issue(0, 0);
@@ -878,12 +942,17 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
         if (it == 0) {
             sk[0] = segk[warp * 16 + g];
             sk[1] = segk[warp * 16 + g + 8];
+            if (LOCAL) {
+                bkey[0] = blkk[warp * 16 + g];
+                bkey[1] = blkk[warp * 16 + g + 8];
+            }
         }
         const bf16_t* Qb = Qs + buf * 64 * LD;
         const bf16_t* Db = Ds + buf * 64 * LD;
         const float* lb = ls + buf * 64;
         const float* db = dl + buf * 64;
         const int* sq = segq + buf * 64;
+        const int* tqb = tgtq + buf * 64;
 
         // S^T = K Q^T (16 keys x 64 queries per warp).
         float st[8][4];
@@ -898,19 +967,28 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
                 mma16816(st[2 * np + 1], kf, bfr[2], bfr[3]);
             }
         }
-        // P^T = exp2(S^T * scale_log2 - lse2[query]), zero where masked.
-        if (tile_full(full, FW, b, nt, qt, kt)) {
+        // P^T = exp2(S^T * scale_log2 - bias - lse2[query]), zero where masked.
+        // LOCAL biases every pair, so it takes the per-element path for full tiles too.
+        const bool all = tile_full(full, FW, b, nt, qt, kt);
+        if (!LOCAL && all) {
             for (int j = 0; j < 8; j++)
                 for (int e = 0; e < 4; e++) st[j][e] = fast_exp2(fmaf(st[j][e], scale_log2, -lb[j * 8 + 2 * t4 + (e & 1)]));
         } else {
+            #pragma unroll
             for (int j = 0; j < 8; j++) {
+                #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int r = e >> 1;
                     int ql = j * 8 + 2 * t4 + (e & 1);
                     int qi = qt * 64 + ql;
                     int key = key0 + 8 * r;
-                    bool ok = key <= qi && visible(sq[ql], sk[r], vis, S, W, b);
-                    st[j][e] = ok ? fast_exp2(fmaf(st[j][e], scale_log2, -lb[ql])) : 0.f;
+                    bool ok = (LOCAL && all) || (key <= qi && visible(sq[ql], sk[r], vis, S, W, b));
+                    if (LOCAL) {
+                        float off = bkey[r] != tqb[ql] ? bias_log2 : 0.f;
+                        st[j][e] = ok ? fast_exp2(fmaf(st[j][e], scale_log2, -lb[ql] - off)) : 0.f;
+                    } else {
+                        st[j][e] = ok ? fast_exp2(fmaf(st[j][e], scale_log2, -lb[ql])) : 0.f;
+                    }
                 }
             }
         }
@@ -945,11 +1023,14 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
         for (int kk = 0; kk < 4; kk++) {
             unsigned da[4];
             float x[4][2];
+#pragma unroll
             for (int half = 0; half < 2; half++) {
                 int j = 2 * kk + half;
+#pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int ql = j * 8 + 2 * t4 + (e & 1);
-                    float ds = st[j][e] * (dpt[j][e] - db[ql]);
+                    float ds = LOCAL ? st[j][e] * (dpt[j][e] + (bkey[e >> 1] == tqb[ql] ? penalty : 0.f) - db[ql])
+                                     : st[j][e] * (dpt[j][e] - db[ql]);
                     x[half * 2 + (e >> 1)][e & 1] = ds;
                 }
             }
@@ -979,11 +1060,12 @@ __device__ void flash_bwd_dkdv(bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf
 
 // dQ for one 64-query tile of one head. grid (T/64, nh, B), block 128; each warp owns 16 queries.
 // smem: Q and dO tiles, K and V tiles (double-buffered), segq, segk (x2).
-template <int D>
+template <int D, bool LOCAL>
 __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* dout,
                              const float* lse2, const float* delta, const int* seg, const int* qt_kt0,
                              const unsigned* vis, int S, int W, const unsigned* full, int FW, int T, int nh, int nkv,
-                             float scale_log2, float scale) {
+                             float scale_log2, float scale, const int* blk, const int* tgt, float bias_log2,
+                             float penalty) {
     constexpr int LD = D + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16_t* Qs = (bf16_t*)smem_raw;
@@ -992,6 +1074,8 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
     bf16_t* Vs = Ks + 2 * 64 * LD;   // [2][64 * LD]
     int* segq = (int*)(Vs + 2 * 64 * LD);
     int* segk = segq + 64;  // [2][64]
+    int* tgtq = segk + 2 * 64;  // LOCAL: [64]
+    int* blkk = tgtq + 64;      // LOCAL: [2][64]
     const int nt = T / 64;
     const int qt = nt - 1 - blockIdx.x;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -1011,6 +1095,10 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
     if (tid < 64) {
         segq[tid] = segb[qt * 64 + tid];
         segk[tid] = segb[kt0 * 64 + tid];
+        if (LOCAL) {
+            tgtq[tid] = tgt[(size_t)b * T + qt * 64 + tid];
+            blkk[tid] = blk[(size_t)b * T + kt0 * 64 + tid];
+        }
     }
     const int qrow0 = qt * 64 + warp * 16 + g;
     float lrow[2], drow[2];
@@ -1021,7 +1109,7 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
     float dqa[D / 8][4];
     for (int i = 0; i < D / 8; i++) dqa[i][0] = dqa[i][1] = dqa[i][2] = dqa[i][3] = 0.f;
     unsigned qf[D / 16][4], df[D / 16][4];
-    int sq[2];
+    int sq[2], tq[2] = {0, 0};
 
     for (int kt = kt0; kt <= qt; kt++) {
         const int buf = (kt - kt0) & 1;
@@ -1029,7 +1117,10 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
             load_tile_async<D, LD>(Ks + (buf ^ 1) * 64 * LD, kg + (size_t)(kt + 1) * 64 * D, D);
             load_tile_async<D, LD>(Vs + (buf ^ 1) * 64 * LD, vg + (size_t)(kt + 1) * 64 * D, D);
             cp_async_commit();
-            if (tid < 64) segk[(buf ^ 1) * 64 + tid] = segb[(kt + 1) * 64 + tid];
+            if (tid < 64) {
+                segk[(buf ^ 1) * 64 + tid] = segb[(kt + 1) * 64 + tid];
+                if (LOCAL) blkk[(buf ^ 1) * 64 + tid] = blk[(size_t)b * T + (kt + 1) * 64 + tid];
+            }
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
@@ -1042,10 +1133,15 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
             }
             sq[0] = segq[warp * 16 + g];
             sq[1] = segq[warp * 16 + g + 8];
+            if (LOCAL) {
+                tq[0] = tgtq[warp * 16 + g];
+                tq[1] = tgtq[warp * 16 + g + 8];
+            }
         }
         const bf16_t* Kb = Ks + buf * 64 * LD;
         const bf16_t* Vb = Vs + buf * 64 * LD;
         const int* sk = segk + buf * 64;
+        const int* bk = blkk + buf * 64;
 
         float s[8][4], dp[8][4];
         for (int j = 0; j < 8; j++)
@@ -1061,22 +1157,32 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
                 mma16816(dp[2 * np + 1], df[kk], bfr[2], bfr[3]);
             }
         }
-        // dS = P * (dP - delta), P from the saved log-sum-exp.
-        if (tile_full(full, FW, b, nt, qt, kt)) {
+        // dS = P * (dP - delta), P from the saved log-sum-exp (of the biased scores, LOCAL).
+        // LOCAL biases every pair, so it takes the per-element path for full tiles too.
+        const bool all = tile_full(full, FW, b, nt, qt, kt);
+        if (!LOCAL && all) {
             for (int j = 0; j < 8; j++)
                 for (int e = 0; e < 4; e++) {
                     int r = e >> 1;
                     s[j][e] = fast_exp2(fmaf(s[j][e], scale_log2, -lrow[r])) * (dp[j][e] - drow[r]);
                 }
         } else {
+            #pragma unroll
             for (int j = 0; j < 8; j++) {
+                #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int r = e >> 1;
-                    int key = kt * 64 + j * 8 + 2 * t4 + (e & 1);
+                    int key = kt * 64 + j * 8 + 2 * t4 + (e & 1), kl = key - kt * 64;
                     int qi = qrow0 + 8 * r;
-                    bool ok = key <= qi && visible(sq[r], sk[key - kt * 64], vis, S, W, b);
-                    float p = ok ? fast_exp2(fmaf(s[j][e], scale_log2, -lrow[r])) : 0.f;
-                    s[j][e] = p * (dp[j][e] - drow[r]);
+                    bool ok = (LOCAL && all) || (key <= qi && visible(sq[r], sk[kl], vis, S, W, b));
+                    if (LOCAL) {
+                        bool on = bk[kl] == tq[r];
+                        float p = ok ? fast_exp2(fmaf(s[j][e], scale_log2, -lrow[r] - (on ? 0.f : bias_log2))) : 0.f;
+                        s[j][e] = p * (dp[j][e] + (on ? penalty : 0.f) - drow[r]);
+                    } else {
+                        float p = ok ? fast_exp2(fmaf(s[j][e], scale_log2, -lrow[r])) : 0.f;
+                        s[j][e] = p * (dp[j][e] - drow[r]);
+                    }
                 }
             }
         }
@@ -1106,26 +1212,36 @@ __device__ void flash_bwd_dq(bf16_t* dq, const bf16_t* q, const bf16_t* k, const
 // Blocks per multiprocessor each kernel is compiled for (registers capped to fit): the kernels are
 // latency-bound, so occupancy pays (Nsight Compute on an H200: 8-12 warps per SM at 37-52% issue
 // utilisation before). d = 128 keeps the default, where the cap would spill.
-#define FLASH_INSTANCES(D, FWD, DKDV, DQ)                                                                             \
-    extern "C" __global__ void __launch_bounds__(128, FWD) flash_fwd_d##D(                                                 \
+#define FLASH_INSTANCES(D, FWD, DKDV, DQ, LOCAL, SUFFIX)                                                            \
+    extern "C" __global__ void __launch_bounds__(128, FWD) flash_fwd##SUFFIX##_d##D(                                   \
         bf16_t* o, float* lse2, const bf16_t* q, const bf16_t* k, const bf16_t* v, const int* seg, const int* qt_kt0, \
-        const unsigned* vis, int S, int W, const unsigned* full, int FW, int T, int nh, int nkv, float scale_log2) {   \
-        flash_fwd<D>(o, lse2, q, k, v, seg, qt_kt0, vis, S, W, full, FW, T, nh, nkv, scale_log2);                     \
+        const unsigned* vis, int S, int W, const unsigned* full, int FW, int T, int nh, int nkv, float scale_log2,     \
+        const int* blk, const int* tgt, float bias_log2, float* fid, float* ent) {                                    \
+        flash_fwd<D, LOCAL>(o, lse2, q, k, v, seg, qt_kt0, vis, S, W, full, FW, T, nh, nkv, scale_log2, blk, tgt,      \
+                            bias_log2, fid, ent);                                                                     \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128, DKDV) flash_bwd_dkdv_d##D(                                            \
+    extern "C" __global__ void __launch_bounds__(128, DKDV) flash_bwd_dkdv##SUFFIX##_d##D(                             \
         bf16_t* dk, bf16_t* dv, const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* dout,                \
         const float* lse2, const float* delta, const int* seg, const int* kt_qt1, const unsigned* vis, int S, int W,  \
-        const unsigned* full, int FW, int T, int nh, int nkv, float scale_log2, float scale) {                        \
-        flash_bwd_dkdv<D>(dk, dv, q, k, v, dout, lse2, delta, seg, kt_qt1, vis, S, W, full, FW, T, nh, nkv,           \
-                          scale_log2, scale);                                                                         \
+        const unsigned* full, int FW, int T, int nh, int nkv, float scale_log2, float scale, const int* blk,          \
+        const int* tgt, float bias_log2, float penalty) {                                                             \
+        flash_bwd_dkdv<D, LOCAL>(dk, dv, q, k, v, dout, lse2, delta, seg, kt_qt1, vis, S, W, full, FW, T, nh, nkv,    \
+                                 scale_log2, scale, blk, tgt, bias_log2, penalty);                                    \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(128, DQ) flash_bwd_dq_d##D(                                              \
+    extern "C" __global__ void __launch_bounds__(128, DQ) flash_bwd_dq##SUFFIX##_d##D(                                 \
         bf16_t* dq, const bf16_t* q, const bf16_t* k, const bf16_t* v, const bf16_t* dout, const float* lse2,         \
         const float* delta, const int* seg, const int* qt_kt0, const unsigned* vis, int S, int W,                     \
-        const unsigned* full, int FW, int T, int nh, int nkv, float scale_log2, float scale) {                        \
-        flash_bwd_dq<D>(dq, q, k, v, dout, lse2, delta, seg, qt_kt0, vis, S, W, full, FW, T, nh, nkv, scale_log2,     \
-                        scale);                                                                                       \
+        const unsigned* full, int FW, int T, int nh, int nkv, float scale_log2, float scale, const int* blk,          \
+        const int* tgt, float bias_log2, float penalty) {                                                             \
+        flash_bwd_dq<D, LOCAL>(dq, q, k, v, dout, lse2, delta, seg, qt_kt0, vis, S, W, full, FW, T, nh, nkv,          \
+                               scale_log2, scale, blk, tgt, bias_log2, penalty);                                      \
     }
 
-FLASH_INSTANCES(64, 4, 3, 3)
-FLASH_INSTANCES(128, 1, 1, 1)
+// The plain kernels, then the localist ones (192 ints more shared memory). The localist d = 64
+// forward and dK/dV kernels target one block per SM fewer, where their registers fit without
+// spilling (96 and 224 bytes spilled at the plain kernels' caps; scripts/nvrtc_check.py); not yet
+// timed against the alternative on a GPU.
+FLASH_INSTANCES(64, 4, 3, 3, false, )
+FLASH_INSTANCES(128, 1, 1, 1, false, )
+FLASH_INSTANCES(64, 3, 2, 3, true, _local)
+FLASH_INSTANCES(128, 1, 1, 1, true, _local)

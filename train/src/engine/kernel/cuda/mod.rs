@@ -70,8 +70,8 @@ struct Kernels {
     cross_entropy: CudaFunction,
     adamw: CudaFunction,
     attn_bwd_delta: CudaFunction,
-    /// Per head dimension: forward, dK/dV, dQ.
-    flash: Vec<(usize, [CudaFunction; 3])>,
+    /// Per head dimension: forward, dK/dV, dQ; plain, and with the localist dial.
+    flash: Vec<(usize, [CudaFunction; 3], [CudaFunction; 3])>,
 }
 
 /// Hidden sizes / 128 the register-resident RMSNorm kernels are instantiated for.
@@ -80,13 +80,15 @@ const RMSNORM_VECTORS: [usize; 4] = [2, 4, 6, 8];
 /// Head dimensions the attention kernels are instantiated for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// Dynamic shared memory of the attention kernels for head dimension `d`: forward, dK/dV, dQ.
-fn flash_smem(d: usize) -> [u32; 3] {
+/// Dynamic shared memory of the attention kernels for head dimension `d`: forward, dK/dV, dQ
+/// (with `local`, the localist instances', which hold 192 block ids more).
+fn flash_smem(d: usize, local: bool) -> [u32; 3] {
     let tile = 64 * (d + 8) * 2;
+    let extra = if local { 3 * 64 * 4 } else { 0 };
     [
-        (5 * tile + 3 * 64 * 4) as u32,
-        (6 * tile + (2 * 64 * 3 + 64) * 4) as u32,
-        (6 * tile + 3 * 64 * 4) as u32,
+        (5 * tile + 3 * 64 * 4 + extra) as u32,
+        (6 * tile + (2 * 64 * 3 + 64) * 4 + extra) as u32,
+        (6 * tile + 3 * 64 * 4 + extra) as u32,
     ]
 }
 
@@ -117,7 +119,7 @@ impl CudaOps {
     /// unit).
     pub fn fits(&self, config: &ModelConfig) -> Option<String> {
         let d = config.head_dim;
-        if let Some(need) = flash_smem(d).into_iter().max().filter(|&s| s > self.max_smem) {
+        if let Some(need) = flash_smem(d, true).into_iter().max().filter(|&s| s > self.max_smem) {
             return Some(format!(
                 "head_dim {d}: the attention kernels need {need} bytes of shared memory per block and {} allows {}",
                 self.name, self.max_smem
@@ -184,29 +186,32 @@ impl CudaOps {
         };
         let mut flash = Vec::new();
         for d in HEAD_DIMS {
-            let fns = [
-                f(&format!("flash_fwd_d{d}"))?,
-                f(&format!("flash_bwd_dkdv_d{d}"))?,
-                f(&format!("flash_bwd_dq_d{d}"))?,
-            ];
-            for (func, smem) in fns.iter().zip(flash_smem(d)) {
-                if smem as i32 > max_smem {
-                    continue; // this head dimension is refused by `CudaOps::fits`
+            let load = |suffix: &str, local: bool| -> Result<[CudaFunction; 3], TrainError> {
+                let fns = [
+                    f(&format!("flash_fwd{suffix}_d{d}"))?,
+                    f(&format!("flash_bwd_dkdv{suffix}_d{d}"))?,
+                    f(&format!("flash_bwd_dq{suffix}_d{d}"))?,
+                ];
+                for (func, smem) in fns.iter().zip(flash_smem(d, local)) {
+                    if smem as i32 > max_smem {
+                        continue; // this head dimension is refused by `CudaOps::fits`
+                    }
+                    // All of the unified L1/shared memory as shared: the default carveout held the
+                    // attention kernels to fewer resident blocks than their registers allow.
+                    func.set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                        100,
+                    )
+                    .map_err(|e| derr("attention carveout", e))?;
+                    func.set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        smem as i32,
+                    )
+                    .map_err(|e| derr("attention shared memory", e))?;
                 }
-                // All of the unified L1/shared memory as shared: the default carveout held the
-                // attention kernels to fewer resident blocks than their registers allow.
-                func.set_attribute(
-                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-                    100,
-                )
-                .map_err(|e| derr("attention carveout", e))?;
-                func.set_attribute(
-                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-                .map_err(|e| derr("attention shared memory", e))?;
-            }
-            flash.push((d, fns));
+                Ok(fns)
+            };
+            flash.push((d, load("", false)?, load("_local", true)?));
         }
         let rmsnorm_bwd = f("rmsnorm_bwd")?;
         rmsnorm_bwd
@@ -362,13 +367,21 @@ impl CudaOps {
         self.k.rmsnorm_reg.iter().find(|(v, _, _)| *v == h / 128)
     }
 
-    fn flash(&self, d: usize) -> Result<&[CudaFunction; 3], TrainError> {
+    fn flash(&self, d: usize, local: bool) -> Result<&[CudaFunction; 3], TrainError> {
         self.k
             .flash
             .iter()
-            .find(|(hd, _)| *hd == d)
-            .map(|(_, f)| f)
+            .find(|(hd, _, _)| *hd == d)
+            .map(|(_, plain, with_local)| if local { with_local } else { plain })
             .ok_or_else(|| TrainError::Device(format!("no attention kernels for head_dim {d} (have {HEAD_DIMS:?})")))
+    }
+
+    /// `blk, tgt, bias_log2` of the localist attention kernels (unused by the plain ones).
+    fn local_args(&self, m: &AttnMask) -> Result<[Arg; 3], TrainError> {
+        Ok(match m.local {
+            Some(l) => [self.p(l.block)?, self.p(l.target)?, Arg::F(l.bias_log2)],
+            None => [Arg::P(0), Arg::P(0), Arg::F(0.0)],
+        })
     }
 
     /// `vis, S, W, full, FW` of the attention kernels.
@@ -749,14 +762,20 @@ impl Ops for CudaOps {
         mask: &AttnMask,
         s: AttnShape,
     ) -> Result<(), TrainError> {
-        let f = &self.flash(s.head_dim)?[0];
+        let local = mask.local.is_some();
+        let f = &self.flash(s.head_dim, local)?[0];
         let scale_log2 = std::f32::consts::LOG2_E / (s.head_dim as f32).sqrt();
         let [vis, segs, words, full, fw] = self.mask_args(mask)?;
+        let [blk, tgt, bias] = self.local_args(mask)?;
+        let (fid, ent) = match mask.local {
+            Some(l) => (self.p(l.fidelity)?, self.p(l.entropy)?),
+            None => (Arg::P(0), Arg::P(0)),
+        };
         self.launch(
             f,
             ((s.seq / 64) as u32, s.heads as u32, s.batch as u32),
             128,
-            flash_smem(s.head_dim)[0],
+            flash_smem(s.head_dim, local)[0],
             &[
                 self.p(o)?,
                 self.p(lse2)?,
@@ -774,6 +793,11 @@ impl Ops for CudaOps {
                 Arg::I(s.heads as i32),
                 Arg::I(s.kv_heads as i32),
                 Arg::F(scale_log2),
+                blk,
+                tgt,
+                bias,
+                fid,
+                ent,
             ],
         )
     }
@@ -807,13 +831,20 @@ impl Ops for CudaOps {
                 Arg::I(s.seq as i32),
                 Arg::I(s.heads as i32),
                 Arg::I(s.head_dim as i32),
+                match mask.local {
+                    Some(l) => self.p(l.fidelity)?,
+                    None => Arg::P(0),
+                },
+                Arg::F(mask.local.map_or(0.0, |l| l.penalty)),
             ],
         )?;
-        let fs = self.flash(s.head_dim)?;
-        let smem = flash_smem(s.head_dim);
+        let local = mask.local.is_some();
+        let fs = self.flash(s.head_dim, local)?;
+        let smem = flash_smem(s.head_dim, local);
         let scale = 1.0 / (s.head_dim as f32).sqrt();
         let scale_log2 = std::f32::consts::LOG2_E * scale;
         let [vis, segs, words, full, fw] = self.mask_args(mask)?;
+        let [blk, tgt, bias] = self.local_args(mask)?;
         let tail = [
             vis,
             segs,
@@ -825,6 +856,10 @@ impl Ops for CudaOps {
             Arg::I(s.kv_heads as i32),
             Arg::F(scale_log2),
             Arg::F(scale),
+            blk,
+            tgt,
+            bias,
+            Arg::F(mask.local.map_or(0.0, |l| l.penalty)),
         ];
         let mut a = vec![
             self.p(dk)?,
