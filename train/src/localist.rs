@@ -425,16 +425,16 @@ impl LocalistRun {
         config: &LocalistConfig,
         layers: usize,
         tokenizer: Option<&firebrand_data::tokenizer::Tokenizer>,
-    ) -> Result<Self, crate::TrainError> {
+    ) -> Result<Self, crate::error::TrainError> {
         if !(0.0..=1.0).contains(&config.lambda) {
-            return Err(crate::TrainError::Config(format!(
+            return Err(crate::error::TrainError::Config(format!(
                 "localist.lambda must be in [0, 1], got {}",
                 config.lambda
             )));
         }
         for (name, v) in [("beta", config.beta), ("delta", config.delta), ("gamma", config.gamma)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(crate::TrainError::Config(format!(
+                return Err(crate::error::TrainError::Config(format!(
                     "localist.{name} must be a finite number ≥ 0, got {v}"
                 )));
             }
@@ -442,18 +442,18 @@ impl LocalistRun {
         let mut anchor_ids = Vec::new();
         if config.blocks == BlockSource::Anchors {
             let Some(tok) = tokenizer else {
-                return Err(crate::TrainError::Config(
+                return Err(crate::error::TrainError::Config(
                     "localist.blocks = \"anchors\" needs a tokenizer (data.tokenizer) to find the anchor tokens".into(),
                 ));
             };
             for a in &config.anchors {
                 let ids = tok
                     .encode(a.as_str(), false)
-                    .map_err(|e| crate::TrainError::Config(format!("localist.anchors: {a:?}: {e}")))?;
+                    .map_err(|e| crate::error::TrainError::Config(format!("localist.anchors: {a:?}: {e}")))?;
                 match ids.get_ids() {
                     [id] => anchor_ids.push(*id as i32),
                     other => {
-                        return Err(crate::TrainError::Config(format!(
+                        return Err(crate::error::TrainError::Config(format!(
                             "localist.anchors: {a:?} is {} tokens, not one\n  hint: use single-token anchors such as \".\" or \"\\n\"",
                             other.len()
                         )));
@@ -490,7 +490,7 @@ impl LocalistRun {
     }
 
     /// Block ids of each row (padding excluded), with the embeddings of `model`.
-    pub fn blocks<B: Backend>(&self, rows: &[firebrand_data::TokensRow], model: &crate::Decoder<B>) -> Vec<Vec<i32>> {
+    pub fn blocks<B: Backend>(&self, rows: &[firebrand_data::TokensRow], model: &crate::model::Decoder<B>) -> Vec<Vec<i32>> {
         // Only the rows' own embeddings come to the host, not the whole table.
         let w = model.embed_tokens.weight.val();
         let [_, d] = w.dims();

@@ -422,11 +422,11 @@ impl<B: AutodiffBackend> Engine<B> for BurnEngine<B> {
 /// # Errors
 /// Rows that do not form a batch (no targets, mismatched columns).
 pub fn attention_report<B: Backend>(
-    model: &crate::Decoder<B>,
+    model: &Decoder<B>,
     rows: &[firebrand_data::TokensRow],
     run: &LocalistRun,
     batch: usize,
-) -> Result<crate::localist::AttentionReport, crate::TrainError> {
+) -> Result<crate::localist::AttentionReport, TrainError> {
     use burn::tensor::ElementConversion;
     let device = model.device();
     let (mut nll, mut correct, mut targets) = (0.0f64, 0usize, 0usize);
@@ -465,7 +465,7 @@ pub fn attention_report<B: Backend>(
         }
     }
     if targets == 0 {
-        return Err(crate::TrainError::Batch(
+        return Err(TrainError::Batch(
             "no target tokens to measure on (no rows, or every loss-mask bit is off)".into(),
         ));
     }

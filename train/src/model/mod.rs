@@ -322,9 +322,9 @@ pub fn linear_from<B: Backend>(weight_out_in: Tensor<B, 2>, bias: Option<Tensor<
 /// shapes are HF's (`model.layers.0.self_attn.q_proj.weight`, `[out, in]`).
 pub trait TensorSource<B: Backend> {
     /// The 2-D tensor `name` of shape `shape`.
-    fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>, crate::TrainError>;
+    fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>, crate::error::TrainError>;
     /// The 1-D tensor `name` of length `len`; `ones` says how to initialise it when random.
-    fn vector(&mut self, name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, crate::TrainError>;
+    fn vector(&mut self, name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, crate::error::TrainError>;
 }
 
 /// Random initialisation as `transformers` does it: normal(0, initializer_range) matrices, zero
@@ -337,11 +337,11 @@ pub struct RandomInit<'a, B: Backend> {
 }
 
 impl<B: Backend> TensorSource<B> for RandomInit<'_, B> {
-    fn matrix(&mut self, _name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>, crate::TrainError> {
+    fn matrix(&mut self, _name: &str, shape: [usize; 2]) -> Result<Tensor<B, 2>, crate::error::TrainError> {
         Ok(Tensor::random(shape, Distribution::Normal(0.0, self.std), self.device))
     }
 
-    fn vector(&mut self, _name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, crate::TrainError> {
+    fn vector(&mut self, _name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, crate::error::TrainError> {
         Ok(if ones {
             Tensor::ones([len], self.device)
         } else {
@@ -355,7 +355,7 @@ impl<B: Backend> Decoder<B> {
     ///
     /// # Errors
     /// When the source lacks a tensor or has one of the wrong shape.
-    pub fn from_source(config: &ModelConfig, source: &mut impl TensorSource<B>) -> Result<Self, crate::TrainError> {
+    pub fn from_source(config: &ModelConfig, source: &mut impl TensorSource<B>) -> Result<Self, crate::error::TrainError> {
         config.validate()?;
         let (h, d) = (config.hidden_size, config.head_dim);
         let (q, kv) = (config.num_attention_heads * d, config.num_key_value_heads * d);
@@ -368,7 +368,7 @@ impl<B: Backend> Decoder<B> {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear<B>, crate::TrainError> {
+            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear<B>, crate::error::TrainError> {
                 let w = source.matrix(&format!("{p}.{name}.weight"), [out, inp])?;
                 let b = if bias {
                     Some(source.vector(&format!("{p}.{name}.bias"), out, false)?)
@@ -425,7 +425,7 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// A randomly initialised model.
-    pub fn init(config: &ModelConfig, device: &B::Device) -> Result<Self, crate::TrainError> {
+    pub fn init(config: &ModelConfig, device: &B::Device) -> Result<Self, crate::error::TrainError> {
         Decoder::from_source(
             config,
             &mut RandomInit {
