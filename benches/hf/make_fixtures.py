@@ -1,16 +1,19 @@
-"""Makes the HF parity fixtures of train/tests/fixtures/: tiny random LlamaForCausalLM and
-Qwen2ForCausalLM checkpoints saved by transformers, with input ids, position ids and the fp32 logits
-transformers computes for them. The Rust test `hf::parity_with_transformers_logits` loads each folder
-and compares its logits with these (<= 1e-4 relative).
+"""Makes the HF parity fixtures of train/tests/fixtures/: tiny random checkpoints of every family
+firebrand reads (Llama, Llama 3.1's RoPE scaling, dynamic NTK RoPE, Qwen2, Qwen3 with YaRN, Mistral
+with a sliding window, Phi-3 with LongRoPE and fused projections) saved by transformers, with input
+ids and the fp32 logits transformers computes for them. The Rust test
+`hf::parity_with_transformers_logits` loads each folder and compares its logits with these
+(<= 1e-4 relative).
 
-Run where torch and transformers are installed (the GPU machine has both; CPU is used):
-    python3 benches/hf/make_fixtures.py OUT_DIR
+Run where torch and transformers are installed (CPU is used):
+    python3 benches/hf/make_fixtures.py OUT_DIR [NAME ...]
 """
 import json, os, sys
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config,
+                          Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
-out = sys.argv[1]
+out, only = sys.argv[1], set(sys.argv[2:])
 torch.manual_seed(1234)
 common = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
               num_attention_heads=4, max_position_embeddings=128, rms_norm_eps=1e-6)
@@ -21,10 +24,39 @@ models = {
     # q/k/v biases, tied embeddings, theta 1e6 (Qwen2's)
     "qwen2": Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, tie_word_embeddings=True,
                                            rope_theta=1000000.0, attn_implementation="eager", **common)),
+    # Llama 3.1's RoPE scaling; the pre-training length 32 puts the head's 8 frequencies in all
+    # three of its bands (kept, ramped, divided by 8)
+    "llama31": LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, tie_word_embeddings=False,
+        rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                             high_freq_factor=4.0, original_max_position_embeddings=32),
+        attn_implementation="eager", **common)),
+    # dynamic NTK: past max_position_embeddings (8) the base grows with the length; the 12-token
+    # rows are past it, the 6-token segment is not
+    "llama-dynamic": LlamaForCausalLM(LlamaConfig(num_key_value_heads=4, tie_word_embeddings=True,
+        rope_parameters=dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0),
+        attn_implementation="eager", **{**common, "max_position_embeddings": 8})),
+    # per-head q/k RMSNorm, head_dim 32 != 64 / 4, no biases, YaRN (factor 4 over 32 positions)
+    "qwen3": Qwen3ForCausalLM(Qwen3Config(num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
+        rope_parameters=dict(rope_type="yarn", rope_theta=1000000.0, factor=4.0,
+                             original_max_position_embeddings=32),
+        attn_implementation="eager", **common)),
+    # a sliding window of 4 keys over 12-token rows
+    "mistral": MistralForCausalLM(MistralConfig(num_key_value_heads=2, sliding_window=4, tie_word_embeddings=False,
+                                               rope_theta=10000.0, attn_implementation="eager", **common)),
+    # fused qkv_proj and gate_up_proj; LongRoPE with the long factors past 8 positions (the
+    # 12-token rows) and the short ones below (the 6-token segment)
+    "phi3": Phi3ForCausalLM(Phi3Config(num_key_value_heads=2, tie_word_embeddings=False, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, original_max_position_embeddings=8,
+        rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
+                             short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 3.5],
+                             long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 8.0, 10.0, 12.0]),
+        attn_implementation="eager", **common)),
 }
 # two sequences: a plain one and one whose positions restart (a packed row, read per segment)
 ids = torch.randint(0, 96, (2, 12))
 for name, model in models.items():
+    if only and name not in only:
+        continue
     model.eval()
     with torch.no_grad():
         for p in model.parameters():  # larger-than-default weights so errors show in the logits

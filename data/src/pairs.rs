@@ -40,7 +40,7 @@ pub struct PairReport {
 fn pair_rows(
     pair: &PreferenceRow,
     tokenizer: &Tokenizer,
-    template: Template,
+    template: &Template,
     max_len: usize,
 ) -> Result<std::result::Result<[TokensRow; 2], &'static str>> {
     if pair.chosen.trim() == pair.rejected.trim() {
@@ -53,7 +53,10 @@ fn pair_rows(
     for reply in [&pair.chosen, &pair.rejected] {
         let mut messages = pair.prompt.clone();
         messages.push(Message::new(Role::Assistant, reply.clone()));
-        let enc = encode(tokenizer, &template.render(&messages, MaskMode::Completion))?;
+        let rendered = template
+            .render(&messages, MaskMode::Completion)
+            .map_err(|e| DataError::Invalid(format!("pair {}: {e}", pair.id)))?;
+        let enc = encode(tokenizer, &rendered)?;
         if enc.ids.len() > max_len {
             return Ok(Err("longer than max_len"));
         }
@@ -92,7 +95,7 @@ pub fn tokenize_pairs(
         report.pairs_in += pairs.len();
         let done: Vec<Result<std::result::Result<[TokensRow; 2], &'static str>>> = pairs
             .par_iter()
-            .map(|p| pair_rows(p, tokenizer, template, max_len))
+            .map(|p| pair_rows(p, tokenizer, &template, max_len))
             .collect();
         let mut rows = Vec::with_capacity(2 * pairs.len());
         for (pair, result) in pairs.iter().zip(done) {

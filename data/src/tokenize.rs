@@ -190,7 +190,10 @@ pub fn tokenize_dataset(
         let encoded: Vec<Result<Item>> = convos
             .into_par_iter()
             .map(|(id, messages)| {
-                let rendered = opts.template.render(&messages, opts.mask);
+                let rendered = opts
+                    .template
+                    .render(&messages, opts.mask)
+                    .map_err(|e| DataError::Invalid(format!("row {id}: {e}")))?;
                 let enc = encode(tokenizer, &rendered)?;
                 // A row whose tags do not nest is dropped and counted, not fatal.
                 let structure = if opts.multiverse {

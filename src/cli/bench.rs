@@ -255,7 +255,7 @@ fn rollout<B: Backend>(a: &RolloutArgs, device: &B::Device) -> anyhow::Result<Ex
             line,
         )];
         let ids = tok
-            .encode(template.generation_prompt(&messages).as_str(), false)
+            .encode(template.generation_prompt(&messages)?.as_str(), false)
             .map_err(|e| anyhow::anyhow!("tokenizing a prompt: {e}"))?
             .get_ids()
             .to_vec();
@@ -363,6 +363,8 @@ fn multiverse<B: Backend>(a: &MultiverseArgs, device: &B::Device) -> anyhow::Res
         num_hidden_layers: a.layers,
         rms_norm_eps: 1e-6,
         rope_theta: 10_000.0,
+        rope_scaling: Default::default(),
+        sliding_window: None,
         vocab_size: tokenizer.get_vocab_size(true),
         max_position_embeddings: 4096,
         tie_word_embeddings: true,
@@ -371,6 +373,7 @@ fn multiverse<B: Backend>(a: &MultiverseArgs, device: &B::Device) -> anyhow::Res
         initializer_range: 0.02,
         bos_token_id: None,
         eos_token_id: None,
+        extra: Default::default(),
     };
     let model = firebrand_train::Decoder::<B>::init(&config, device)?;
     let outlines: String = (1..=a.paths)
@@ -518,6 +521,8 @@ fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
         num_hidden_layers: 2,
         rms_norm_eps: 1e-6,
         rope_theta: 10_000.0,
+        rope_scaling: Default::default(),
+        sliding_window: None,
         vocab_size: 2000,
         max_position_embeddings: 1024,
         tie_word_embeddings: false,
@@ -530,6 +535,7 @@ fn kernels(a: &KernelsArgs) -> anyhow::Result<ExitCode> {
         initializer_range: 1.0 / 16.0,
         bos_token_id: None,
         eos_token_id: None,
+        extra: Default::default(),
     };
     let qwen = ModelConfig {
         model_type: ModelType::Qwen2,
@@ -647,6 +653,8 @@ fn step(a: &StepArgs) -> anyhow::Result<ExitCode> {
         num_hidden_layers: a.layers,
         rms_norm_eps: 1e-6,
         rope_theta: 10_000.0,
+        rope_scaling: Default::default(),
+        sliding_window: None,
         vocab_size: a.vocab,
         max_position_embeddings: a.seq,
         tie_word_embeddings: true,
@@ -655,6 +663,7 @@ fn step(a: &StepArgs) -> anyhow::Result<ExitCode> {
         initializer_range: 0.02,
         bos_token_id: None,
         eos_token_id: None,
+        extra: Default::default(),
     };
     anyhow::ensure!(
         a.localist.is_none() || matches!(a.method, StepMethod::Sft),

@@ -158,9 +158,10 @@ pub struct TokenizeArgs {
     /// tokenizer.json, or a model folder that has one.
     #[arg(long)]
     tokenizer: PathBuf,
-    /// Chat template: chatml, llama3, plain.
-    #[arg(long, default_value = "chatml")]
-    template: Template,
+    /// Chat template: chatml, llama3, plain, or model (the tokenizer folder's own Jinja
+    /// `chat_template`; the default when the folder has one, else chatml).
+    #[arg(long)]
+    template: Option<String>,
     /// Tokens trained on: assistant (every assistant turn), completion (the last one), all.
     #[arg(long, default_value = "assistant")]
     mask: MaskMode,
@@ -458,7 +459,7 @@ pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     let input = Dataset::open(&a.input)?;
     let tok = tokenizer::load(&a.tokenizer)?;
     let opts = TokenizeOptions {
-        template: a.template,
+        template: Template::resolve(a.template.as_deref(), Some(&a.tokenizer)).context("--template")?,
         mask: a.mask,
         max_len: a.max_len,
         pack: a.pack,

@@ -39,13 +39,15 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     } = load_trained::<NdArray<f32>>(&a.checkpoint, &Default::default())?;
     let template = match &recipe {
         Some(r) => r.data.template()?,
-        None => Template::ChatMl,
+        None => Template::of_folder(Some(&dir))?.unwrap_or(Template::ChatMl),
     };
     let mut stop_ids = Vec::new();
     if let Some(tok_path) = &tokenizer {
         let tok = firebrand_data::tokenizer::load(tok_path)?;
         // The template's end of turn first: it is what a chat model emits to stop.
-        let stops: Vec<&str> = std::iter::once(template.end_of_turn())
+        let stops: Vec<&str> = template
+            .end_of_turn()
+            .into_iter()
             .chain(["<|endoftext|>", "<|end_of_text|>"])
             .filter(|t| tok.token_to_id(t).is_some())
             .collect();
@@ -56,8 +58,13 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         firebrand_data::tokenizer::save(&tok, &a.out.join("tokenizer.json"))?;
         // What AutoTokenizer needs besides tokenizer.json; `chat_template` makes
         // `apply_chat_template` render exactly what the model was trained on.
+        let bos = match &template {
+            Template::Model(t) => t.specials().bos_token.clone(),
+            _ => None,
+        };
         let tok_config = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": bos,
             "eos_token": stops.first(),
             "model_max_length": config.max_position_embeddings,
             "clean_up_tokenization_spaces": false,

@@ -3,10 +3,10 @@
 //!
 //! Prompts are rendered as a user turn through the model's chat template and end with the
 //! assistant header, so a chat model answers as it was trained to; `--template raw` sends the text
-//! as it is. The template is `Trained::template`: the recipe's `data.template` for checkpoints; for a Hugging Face
-//! folder it is the built-in template whose Jinja equals `tokenizer_config.json`'s
-//! `chat_template` (what `firebrand export` writes), else guessed from the tokenizer's special
-//! tokens.
+//! as it is, and `--template NAME` picks one (chatml, llama3, plain, model). The template is
+//! otherwise `Trained::template`: the recipe's `data.template` for checkpoints; for a Hugging Face
+//! folder its own Jinja `chat_template` (a built-in one when it is that template's Jinja, as
+//! `firebrand export` writes), else guessed from the tokenizer's special tokens.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ pub struct GenerateArgs {
     /// A system message put before each prompt.
     #[arg(long)]
     system: Option<String>,
-    /// Chat template: chatml, llama3, plain, or raw (no template). Default: the model's.
+    /// Chat template: chatml, llama3, plain, model (the folder's Jinja), or raw (no template). Default: the model's.
     #[arg(long)]
     template: Option<String>,
     /// Most new tokens per prompt.
@@ -112,31 +112,27 @@ fn run_on<B: Backend>(a: &GenerateArgs, device: &B::Device) -> anyhow::Result<Ex
     let tok = tokenizer::load(tok_path)?;
     let template = match a.template.as_deref() {
         Some("raw") => None,
-        Some(name) => Some(
-            name.parse::<Template>()
-                .map_err(anyhow::Error::msg)
-                .context("--template")?,
-        ),
+        Some(name) => Some(Template::resolve(Some(name), Some(tok_path)).context("--template")?),
         None => Some(trained.template(&tok)?),
     };
-    if let Some(t) = template {
+    if let Some(t) = &template {
         t.check(&tok)?;
     }
     let texts: Vec<String> = prompts
         .iter()
-        .map(|p| match template {
-            None => p.clone(),
+        .map(|p| match &template {
+            None => Ok(p.clone()),
             Some(t) => {
                 let mut messages = Vec::new();
                 if let Some(s) = &a.system {
                     messages.push(Message::new(Role::System, s.as_str()));
                 }
                 messages.push(Message::new(Role::User, p.as_str()));
-                t.generation_prompt(&messages)
+                t.generation_prompt(&messages).context("rendering the prompt")
             }
         })
-        .collect();
-    let stop_token_ids = trained.stop_token_ids(template, &tok);
+        .collect::<anyhow::Result<_>>()?;
+    let stop_token_ids = trained.stop_token_ids(template.as_ref(), &tok);
     let params = SamplingParams {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,

@@ -28,10 +28,14 @@ impl<B: Backend> Generator for LocalGenerator<B> {
     fn generate(&self, conversations: &[Vec<Message>], params: &GenParams) -> Vec<Answers> {
         let n = params.n.max(1);
         // Each conversation is repeated n times; rows have their own RNG, so the copies differ.
-        let prompts: Vec<String> = conversations
+        let prompts: Result<Vec<String>, _> = conversations
             .iter()
-            .flat_map(|c| std::iter::repeat_n(self.template.generation_prompt(c), n))
+            .map(|c| self.template.generation_prompt(c))
             .collect();
+        let prompts: Vec<String> = match prompts {
+            Ok(p) => p.into_iter().flat_map(|p| std::iter::repeat_n(p, n)).collect(),
+            Err(e) => return conversations.iter().map(|_| Err(e.to_string())).collect(),
+        };
         // A new seed per call, so a retried request is a new sample.
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let sampling = SamplingParams {
@@ -72,7 +76,7 @@ fn load<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<LocalGene
     let tokenizer = firebrand_data::tokenizer::load(tok_path)?;
     let template = trained.template(&tokenizer)?;
     template.check(&tokenizer)?;
-    let stop_token_ids = trained.stop_token_ids(Some(template), &tokenizer);
+    let stop_token_ids = trained.stop_token_ids(Some(&template), &tokenizer);
     Ok(LocalGenerator {
         model: Mutex::new(trained.model),
         tokenizer,

@@ -403,7 +403,7 @@ fn print_grpo_plan(
     let prompts = Prompts::load(
         &path,
         &tok,
-        plan.recipe.data.template()?,
+        &plan.recipe.data.template()?,
         max_len.saturating_sub(grpo.max_completion_length),
     )?;
     let mean = prompts.ids.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len().max(1) as f64;

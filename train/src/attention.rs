@@ -62,6 +62,25 @@ impl<B: Backend> AttentionMask<B> {
         }
     }
 
+    /// This mask narrowed to a sliding window of `size` keys: query `i` (at index
+    /// `seq_k - seq_q + i` of the keys, as with a KV cache) keeps key `j` only when
+    /// `i - size < j`, as `transformers`' `sliding_window_overlay` does. A query always keeps
+    /// itself, so no row is emptied.
+    pub fn windowed(&self, size: usize) -> Self {
+        let [b, _, tq, tk] = self.allowed.dims();
+        if tk <= size {
+            return self.clone();
+        }
+        let device = self.allowed.device();
+        let offset = (tk - tq) as i64;
+        let q_pos = Tensor::<B, 1, Int>::arange(offset..tk as i64, &device).reshape([1, 1, tq, 1]);
+        let k_pos = Tensor::<B, 1, Int>::arange(0..tk as i64, &device).reshape([1, 1, 1, tk]);
+        let near = k_pos.greater(q_pos.sub_scalar(size as i64)).expand([b, 1, tq, tk]);
+        AttentionMask {
+            allowed: self.allowed.clone().bool_and(near),
+        }
+    }
+
     /// Sets disallowed scores to -inf.
     ///
     /// # Shapes
@@ -110,6 +129,30 @@ mod tests {
         for q in 0..5 {
             assert_eq!(m[0][q], expect[q].to_vec(), "query {q}");
         }
+    }
+
+    #[test]
+    fn a_sliding_window_keeps_the_last_keys_of_each_query() {
+        let device = Default::default();
+        let seg = Tensor::<TestBackend, 2, Int>::from_ints([[0, 0, 0, 0, 1]], &device);
+        let m = AttentionMask::segments(seg).windowed(2).to_vec();
+        let expect = [
+            [true, false, false, false, false],
+            [true, true, false, false, false],
+            [false, true, true, false, false],
+            [false, false, true, true, false],
+            [false, false, false, false, true],
+        ];
+        for q in 0..5 {
+            assert_eq!(m[0][q], expect[q].to_vec(), "query {q}");
+        }
+        // With a cache: the one new query sits at the last key.
+        let valid = Tensor::<TestBackend, 2, Bool>::from_bool(
+            burn::tensor::TensorData::from([[true, true, true, true]]),
+            &device,
+        );
+        let m = AttentionMask::padded_causal(valid, 1).windowed(3).to_vec();
+        assert_eq!(m[0][0], vec![false, true, true, true]);
     }
 
     #[test]

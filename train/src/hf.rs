@@ -2,9 +2,11 @@
 //! shards with `model.safetensors.index.json`), so `transformers`' `from_pretrained` loads what we
 //! write and we load what it writes.
 //!
-//! Names are the `state_dict` names of `LlamaForCausalLM`/`Qwen2ForCausalLM`; linear weights are
+//! Names are the `state_dict` names of `LlamaForCausalLM` and its kin; linear weights are
 //! stored `[out, in]` as PyTorch does and transposed to burn's `[in, out]` on load (and back on
-//! save). Weights are read as f32, f16 or bf16 and held as f32. Loading fails on a missing tensor or
+//! save). Weights a family keeps fused in its files (Phi-3's `qkv_proj`, `gate_up_proj`) are split
+//! into the separate projections on load and stacked again on save ([`to_file_layout`],
+//! [`from_file_layout`]), so everything in memory has one set of names. Weights are read as f32, f16 or bf16 and held as f32. Loading fails on a missing tensor or
 //! a shape mismatch, naming it, and on tensors the model does not use (except `lm_head.weight` of a
 //! tied model and RoPE `inv_freq` buffers, which some checkpoints carry), so a wrong architecture
 //! never loads silently.
@@ -17,6 +19,7 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::TrainError;
+use crate::model::config::Fused;
 use crate::model::{Decoder, ModelConfig, TensorSource};
 
 /// The file of a single-file checkpoint.
@@ -31,6 +34,9 @@ pub struct SafetensorsSource<'a, B: Backend> {
     /// tensor name -> index into `files`
     location: HashMap<String, usize>,
     used: HashSet<String>,
+    /// part name -> (name in the files, first row, rows of the fused tensor): the fused weights
+    /// of the model.
+    fused: HashMap<String, (String, usize, usize)>,
     device: &'a B::Device,
 }
 
@@ -81,11 +87,64 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
             files,
             location,
             used: HashSet::new(),
+            fused: HashMap::new(),
             device,
         })
     }
 
+    /// Reads the parts of `fused` weights out of the fused tensors the files hold, when they hold
+    /// no separate ones.
+    pub fn with_fused(mut self, fused: &[Fused]) -> Self {
+        for f in fused {
+            let total = f.parts.iter().map(|(_, rows)| rows).sum();
+            let mut row = 0;
+            for (part, rows) in &f.parts {
+                self.fused.insert(part.clone(), (f.file.clone(), row, total));
+                row += rows;
+            }
+        }
+        self
+    }
+
     fn read(&mut self, name: &str, shape: &[usize]) -> Result<TensorData, TrainError> {
+        if !self.location.contains_key(name)
+            && let Some((file, first, total)) = self.fused.get(name).cloned()
+        {
+            return self.read_rows(&file, first, total, shape);
+        }
+        self.read_whole(name, shape)
+    }
+
+    /// Rows `first..first + shape[0]` of the 2-D tensor `file` of `total` rows.
+    fn read_rows(&mut self, file: &str, first: usize, total: usize, shape: &[usize]) -> Result<TensorData, TrainError> {
+        let index = *self
+            .location
+            .get(file)
+            .ok_or_else(|| weights_err(&self.dir, format!("missing tensor `{file}`")))?;
+        let st = SafeTensors::deserialize(&self.files[index]).expect("parsed when opened");
+        let view = st
+            .tensor(file)
+            .map_err(|e| weights_err(&self.dir, format!("`{file}`: {e}")))?;
+        let (rows, cols) = (shape[0], shape[1]);
+        if view.shape() != [total, cols] {
+            return Err(weights_err(
+                &self.dir,
+                format!(
+                    "`{file}` has shape {:?}, the config says {:?}",
+                    view.shape(),
+                    [total, cols]
+                ),
+            ));
+        }
+        let values = decode(&view).map_err(|e| weights_err(&self.dir, format!("`{file}` {e}")))?;
+        self.used.insert(file.to_string());
+        Ok(TensorData::new(
+            values[first * cols..(first + rows) * cols].to_vec(),
+            shape.to_vec(),
+        ))
+    }
+
+    fn read_whole(&mut self, name: &str, shape: &[usize]) -> Result<TensorData, TrainError> {
         let file = *self
             .location
             .get(name)
@@ -221,7 +280,7 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, TrainError> {
 /// does not use.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ModelConfig, Decoder<B>), TrainError> {
     let config = read_config(dir)?;
-    let mut source = SafetensorsSource::<B>::open(dir, device)?;
+    let mut source = SafetensorsSource::<B>::open(dir, device)?.with_fused(&config.fused_tensors());
     let model = Decoder::from_source(&config, &mut source)?;
     let unused = source.unused(&config);
     if !unused.is_empty() {
@@ -237,6 +296,58 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ModelConfig, 
         ));
     }
     Ok((config, model))
+}
+
+/// `tensors` (by in-memory name) in the files' layout of `config`: the parts of each fused weight
+/// replaced by one tensor that `stack` makes of them (in order, along the output dimension).
+pub fn to_file_layout<T>(
+    config: &ModelConfig,
+    mut tensors: BTreeMap<String, T>,
+    stack: impl Fn(&[T]) -> T,
+) -> BTreeMap<String, T> {
+    for f in config.fused_tensors() {
+        let parts: Vec<T> = f.parts.iter().filter_map(|(name, _)| tensors.remove(name)).collect();
+        if parts.len() == f.parts.len() {
+            tensors.insert(f.file, stack(&parts));
+        }
+    }
+    tensors
+}
+
+/// Flat f32 tensors (by name, row-major) read from files of `config`'s layout, with each fused
+/// weight split into its parts; the inverse of [`to_file_layout`].
+///
+/// # Errors
+/// When a fused tensor has the wrong number of values.
+pub fn from_file_layout(
+    config: &ModelConfig,
+    mut tensors: BTreeMap<String, Vec<f32>>,
+    path: &Path,
+) -> Result<BTreeMap<String, Vec<f32>>, TrainError> {
+    // Every fused weight projects the residual stream: its input width is `hidden_size`.
+    let cols = config.hidden_size;
+    for f in config.fused_tensors() {
+        let Some(all) = tensors.remove(&f.file) else {
+            continue;
+        };
+        let rows: usize = f.parts.iter().map(|(_, r)| r).sum();
+        if all.len() != rows * cols {
+            return Err(weights_err(
+                path,
+                format!(
+                    "`{}` has {} values, the config says [{rows}, {cols}]",
+                    f.file,
+                    all.len()
+                ),
+            ));
+        }
+        let mut at = 0;
+        for (name, r) in f.parts {
+            tensors.insert(name, all[at..at + r * cols].to_vec());
+            at += r * cols;
+        }
+    }
+    Ok(tensors)
 }
 
 /// Every tensor of a model under its HF name, in HF layout, as f32.
@@ -267,6 +378,11 @@ pub fn state_dict<B: Backend>(model: &Decoder<B>) -> BTreeMap<String, TensorData
             put2(format!("{p}.self_attn.{name}.weight"), lin.weight.val(), true);
             if let Some(b) = &lin.bias {
                 vectors.push((format!("{p}.self_attn.{name}.bias"), b.val()));
+            }
+        }
+        for (name, norm) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
+            if let Some(n) = norm {
+                vectors.push((format!("{p}.self_attn.{name}.weight"), n.weight.val()));
             }
         }
         let m = &layer.mlp;
@@ -306,7 +422,14 @@ pub fn save<B: Backend>(
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, config.to_hf_json()).map_err(|e| TrainError::io(&config_path, e))?;
-    let tensors = state_dict(model);
+    let tensors: BTreeMap<String, TensorData> = to_file_layout(config, state_dict(model), |parts| {
+        let shape = vec![parts.iter().map(|p| p.shape[0]).sum(), parts[0].shape[1]];
+        let values: Vec<f32> = parts
+            .iter()
+            .flat_map(|p| p.to_vec::<f32>().expect("state_dict holds f32"))
+            .collect();
+        TensorData::new(values, shape)
+    });
     // Shards in name order, each closed when the next tensor would overflow it.
     let mut shards: Vec<Vec<(String, TensorData)>> = vec![Vec::new()];
     let mut size = 0usize;

@@ -490,7 +490,11 @@ impl LocalistRun {
     }
 
     /// Block ids of each row (padding excluded), with the embeddings of `model`.
-    pub fn blocks<B: Backend>(&self, rows: &[firebrand_data::TokensRow], model: &crate::model::Decoder<B>) -> Vec<Vec<i32>> {
+    pub fn blocks<B: Backend>(
+        &self,
+        rows: &[firebrand_data::TokensRow],
+        model: &crate::model::Decoder<B>,
+    ) -> Vec<Vec<i32>> {
         // Only the rows' own embeddings come to the host, not the whole table.
         let w = model.embed_tokens.weight.val();
         let [_, d] = w.dims();

@@ -109,7 +109,7 @@ impl Recipe {
 pub struct ModelSection {
     /// A folder with `config.json` and safetensors weights.
     pub init: Option<PathBuf>,
-    /// `llama` or `qwen2` (from scratch).
+    /// `llama`, `qwen2`, `qwen3`, `mistral` or `phi3` (from scratch: the family's layout and names).
     pub model_type: Option<ModelType>,
     /// Residual width.
     pub hidden_size: Option<usize>,
@@ -147,7 +147,9 @@ pub struct DataSection {
     pub query: Option<String>,
     /// The tokenizer; sizes the vocabulary, is copied into exports, and tokenizes `dataset`/`query`.
     pub tokenizer: Option<PathBuf>,
-    /// Chat template (chatml, llama3, plain): how `dataset`/`query` rows are rendered, and what
+    /// Chat template (chatml, llama3, plain, or `model`: the Jinja `chat_template` in the folder of
+    /// `data.tokenizer`; the default when that folder has one, else chatml): how `dataset`/`query`
+    /// rows are rendered, and what
     /// `firebrand generate` and exports use. Default chatml.
     pub template: Option<String>,
     /// Loss mask for `dataset`/`query`: assistant (default), completion or all.
@@ -173,16 +175,13 @@ pub enum TextSource {
 }
 
 impl DataSection {
-    /// The chat template (default chatml).
+    /// The chat template: `data.template`, or the tokenizer folder's own, or chatml.
     ///
     /// # Errors
-    /// An unknown template name.
+    /// An unknown template name, or `model` where the tokenizer's folder has no template.
     pub fn template(&self) -> Result<Template, TrainError> {
-        self.template
-            .as_deref()
-            .unwrap_or("chatml")
-            .parse()
-            .map_err(|e: String| TrainError::Config(format!("data.template: {e}")))
+        Template::resolve(self.template.as_deref(), self.tokenizer.as_deref())
+            .map_err(|e| TrainError::Config(format!("data.template: {e}")))
     }
 
     /// The text to tokenize when the run starts, if the data is not pre-tokenized.
@@ -892,6 +891,8 @@ impl Recipe {
             num_hidden_layers: need(m.num_hidden_layers, "num_hidden_layers")?,
             rms_norm_eps: m.rms_norm_eps.unwrap_or(1e-6),
             rope_theta: m.rope_theta.unwrap_or(10_000.0),
+            rope_scaling: Default::default(),
+            sliding_window: None,
             vocab_size,
             max_position_embeddings: m.max_position_embeddings.unwrap_or(2048),
             tie_word_embeddings: m.tie_word_embeddings.unwrap_or(true),
@@ -900,6 +901,7 @@ impl Recipe {
             initializer_range: 0.02,
             bos_token_id: None,
             eos_token_id: None,
+            extra: Default::default(),
         };
         config.validate()?;
         Ok(config)

@@ -30,21 +30,16 @@ pub struct Trained<B: Backend> {
 
 impl<B: Backend> Trained<B> {
     /// The chat template the model was trained with: the recipe's `data.template` for checkpoints;
-    /// for a Hugging Face folder, the built-in template whose Jinja equals `tokenizer_config.json`'s
-    /// `chat_template` (what `firebrand export` writes), else a guess from the tokenizer's special
-    /// tokens.
+    /// for a Hugging Face folder, its own `chat_template` (a built-in one when it is the built-in's
+    /// Jinja, as `firebrand export` writes), else a guess from the tokenizer's special tokens.
     ///
     /// # Errors
-    /// A recipe naming an unknown template.
+    /// A recipe naming an unknown template, or a folder template that does not compile.
     pub fn template(&self, tokenizer: &firebrand_data::tokenizer::Tokenizer) -> Result<Template, TrainError> {
         if let Some(recipe) = &self.recipe {
             return recipe.data.template();
         }
-        let jinja = std::fs::read_to_string(self.dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|v| v.get("chat_template")?.as_str().map(str::to_string));
-        if let Some(t) = jinja.and_then(|j| Template::ALL.into_iter().find(|t| t.jinja() == j)) {
+        if let Some(t) = Template::of_folder(Some(&self.dir))? {
             return Ok(t);
         }
         Ok(if tokenizer.token_to_id("<|im_start|>").is_some() {
@@ -57,10 +52,10 @@ impl<B: Backend> Trained<B> {
     }
 
     /// Tokens that end generation: the template's end of turn (when given), the end-of-text tokens
-    /// the tokenizer has, and the config's `eos_token_id`; the first is the best padding token.
+    /// the tokenizer has, and the config's `eos_token_id` (all of them where it lists several); the first is the best padding token.
     pub fn stop_token_ids(
         &self,
-        template: Option<Template>,
+        template: Option<&Template>,
         tokenizer: &firebrand_data::tokenizer::Tokenizer,
     ) -> Vec<u32> {
         stop_token_ids(&self.config, template, tokenizer)
@@ -70,17 +65,19 @@ impl<B: Backend> Trained<B> {
 /// Tokens that end generation for a model of `config` (see [`Trained::stop_token_ids`]).
 pub fn stop_token_ids(
     config: &crate::model::ModelConfig,
-    template: Option<Template>,
+    template: Option<&Template>,
     tokenizer: &firebrand_data::tokenizer::Tokenizer,
 ) -> Vec<u32> {
     let mut ids: Vec<u32> = template
-        .map(|t| t.end_of_turn())
+        .and_then(|t| t.end_of_turn())
         .into_iter()
         .chain(["<|endoftext|>", "<|end_of_text|>"])
         .filter_map(|t| tokenizer.token_to_id(t))
         .collect();
-    if let Some(eos) = config.eos_token_id.filter(|e| !ids.contains(e)) {
-        ids.push(eos);
+    for eos in config.eos_token_ids() {
+        if !ids.contains(&eos) {
+            ids.push(eos);
+        }
     }
     ids
 }

@@ -6,9 +6,29 @@ use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use firebrand_data::tokenizer::{Tokenizer, TrainOptions, train_bpe};
 use firebrand_train::generate::{Finish, SamplingParams, generate};
-use firebrand_train::{Decoder, ModelConfig, ModelType};
+use firebrand_train::model::TensorSource;
+use firebrand_train::{Decoder, ModelConfig, ModelType, TrainError};
+use rand::{Rng, SeedableRng};
 
 type B = NdArray<f32>;
+
+/// Weights drawn from a seeded generator: the same model in every run (burn's own random
+/// initialisation shares one generator between the tests running in parallel).
+struct Seeded(rand::rngs::StdRng);
+
+impl TensorSource<B> for Seeded {
+    fn matrix(&mut self, _name: &str, [r, c]: [usize; 2]) -> Result<Tensor<B, 2>, TrainError> {
+        let v: Vec<f32> = (0..r * c).map(|_| self.0.random_range(-0.5..0.5)).collect();
+        Ok(Tensor::from_data(TensorData::new(v, [r, c]), &Default::default()))
+    }
+
+    fn vector(&mut self, _name: &str, len: usize, ones: bool) -> Result<Tensor<B, 1>, TrainError> {
+        let v: Vec<f32> = (0..len)
+            .map(|_| if ones { 1.0 } else { self.0.random_range(-0.1..0.1) })
+            .collect();
+        Ok(Tensor::from_data(TensorData::new(v, [len]), &Default::default()))
+    }
+}
 
 fn setup() -> (Decoder<B>, Tokenizer) {
     let texts: Vec<String> = (0..200)
@@ -32,6 +52,8 @@ fn setup() -> (Decoder<B>, Tokenizer) {
         num_hidden_layers: 2,
         rms_norm_eps: 1e-6,
         rope_theta: 10_000.0,
+        rope_scaling: Default::default(),
+        sliding_window: None,
         vocab_size: tok.get_vocab_size(true),
         max_position_embeddings: 256,
         tie_word_embeddings: false,
@@ -40,8 +62,10 @@ fn setup() -> (Decoder<B>, Tokenizer) {
         initializer_range: 0.3,
         bos_token_id: None,
         eos_token_id: None,
+        extra: Default::default(),
     };
-    (Decoder::init(&config, &Default::default()).unwrap(), tok)
+    let mut weights = Seeded(rand::rngs::StdRng::seed_from_u64(7));
+    (Decoder::from_source(&config, &mut weights).unwrap(), tok)
 }
 
 fn greedy(n: usize) -> SamplingParams {

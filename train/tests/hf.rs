@@ -53,7 +53,9 @@ fn positions(t: usize, b: usize) -> Vec<Vec<i64>> {
 
 #[test]
 fn parity_with_transformers_logits() {
-    for name in ["llama", "qwen2"] {
+    // Every family and RoPE scaling `benches/hf/make_fixtures.py` saves (see there for what each
+    // exercises).
+    for name in ["llama", "qwen2", "llama31", "llama-dynamic", "qwen3", "mistral", "phi3"] {
         let dir = fixture(name);
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
@@ -78,10 +80,24 @@ fn parity_with_transformers_logits() {
 
 #[test]
 fn save_then_load_gives_identical_logits_single_and_sharded() {
-    let (config, model) = hf::load::<B>(&fixture("llama"), &Default::default()).unwrap();
-    let ids = vec![vec![1i64, 5, 9, 2, 7]];
-    let reference = logits(&model, &ids, &positions(5, 1), &[vec![0; 5]]);
+    for name in ["llama", "qwen3", "mistral", "phi3"] {
+        save_then_load(name);
+    }
+}
+
+fn save_then_load(name: &str) {
+    let (config, model) = hf::load::<B>(&fixture(name), &Default::default()).unwrap();
+    let ids = vec![vec![1i64, 5, 9, 2, 7, 3, 3, 8, 1, 4]];
+    let reference = logits(&model, &ids, &positions(10, 1), &[vec![0; 10]]);
     let dir = tempfile::tempdir().unwrap();
+    // The files keep the family's names: Phi-3's projections stay fused.
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let (t, _) = hf::read_tensors(&dir.join(hf::WEIGHTS)).unwrap();
+        t.into_keys().collect()
+    };
+    let out = dir.path().join("names");
+    hf::save(&model, &config, &out, usize::MAX).unwrap();
+    assert_eq!(names(&out), names(&fixture(name)), "{name}");
     for (sub, shard) in [("single", usize::MAX), ("sharded", 60_000)] {
         let out = dir.path().join(sub);
         let files = hf::save(&model, &config, &out, shard).unwrap();
@@ -90,9 +106,9 @@ fn save_then_load_gives_identical_logits_single_and_sharded() {
         let (config2, model2) = hf::load::<B>(&out, &Default::default()).unwrap();
         assert_eq!(config2, config);
         assert_eq!(
-            logits(&model2, &ids, &positions(5, 1), &[vec![0; 5]]),
+            logits(&model2, &ids, &positions(10, 1), &[vec![0; 10]]),
             reference,
-            "{sub}"
+            "{name} {sub}"
         );
     }
 }

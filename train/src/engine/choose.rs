@@ -137,6 +137,20 @@ pub fn unsupported(recipe: &Recipe, config: &ModelConfig) -> Option<String> {
             );
         }
     }
+    if config.qk_norm() {
+        return Some(format!(
+            "{} normalises queries and keys per head (q_norm, k_norm); the kernels do not yet",
+            config.model_type.name()
+        ));
+    }
+    if let Some((limit, what)) = config.plain_length() {
+        let rows = recipe.data.max_len.unwrap_or(2048);
+        if recipe.data.text_source().is_some() && rows > limit {
+            return Some(format!(
+                "rows of data.max_len = {rows} tokens pass {what} of this model ({limit}), which the kernels do not compute; set data.max_len to at most {limit} for the kernel engine"
+            ));
+        }
+    }
     if recipe.train.kernels == Kernels::Reference {
         return None; // the CPU reference takes any shape
     }
@@ -274,6 +288,34 @@ mod tests {
 
         let (r, c) = recipe(&[cuda[0], cuda[1], "train.kernels=\"fast\""]);
         assert!(matches!(choose(&r, &c), Err(TrainError::Device(_))));
+    }
+
+    /// Families and rows the kernels do not compute fall back (auto) or are refused (fast,
+    /// reference) before any work, naming why and the setting.
+    #[test]
+    fn what_the_kernels_do_not_compute_is_named() {
+        let cuda = ["train.device=\"cuda\"", "train.dtype=\"bf16\""];
+        let (r, mut c) = recipe(&cuda);
+        c.model_type = crate::model::ModelType::Qwen3;
+        let k = plan(&r, &c).unwrap();
+        assert!(!k.is_kernel() && k.note.contains("q_norm"), "{}", k.note);
+        let (r, _) = recipe(&[cuda[0], cuda[1], "train.kernels=\"reference\""]);
+        let e = plan(&r, &c).err().unwrap().to_string();
+        assert!(e.contains("q_norm") && e.contains("train.kernels = \"auto\""), "{e}");
+        // Rows of data.max_len past a sliding window (a text dataset: its rows are that long).
+        let (mut r, mut c) = recipe(&cuda);
+        (r.data.tokens, r.data.dataset) = (None, Some("chat.lance".into()));
+        c.sliding_window = Some(crate::model::config::SlidingWindow {
+            size: 2047,
+            layers: vec![true; c.num_hidden_layers],
+        });
+        let why = unsupported(&r, &c).unwrap_or_default();
+        assert!(
+            why.contains("data.max_len = 2048") && why.contains("sliding window of this model (2047)"),
+            "{why}"
+        );
+        r.data.max_len = Some(2047);
+        assert_eq!(unsupported(&r, &c), None);
     }
 
     #[test]

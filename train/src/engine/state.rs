@@ -88,10 +88,21 @@ impl EngineState {
                 .cloned()
                 .ok_or_else(|| TrainError::Config(format!("checkpoint: no values for `{name}`")))
         };
-        let mut weights = Vec::with_capacity(shapes.len());
+        // The model file in the family's file layout (Phi-3's fused projections), so the folder
+        // opens in `transformers` as it is.
+        let mut weights = BTreeMap::new();
         for (name, shape) in &shapes {
-            weights.push((name.clone(), shape.clone(), get(&self.weights, name)?));
+            weights.insert(name.clone(), (shape.clone(), get(&self.weights, name)?));
         }
+        let weights = crate::hf::to_file_layout(config, weights, |parts| {
+            let rows = parts.iter().map(|(shape, _)| shape[0]).sum();
+            let values = parts.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+            (vec![rows, parts[0].0[1]], values)
+        });
+        let weights: Vec<(String, Vec<usize>, Vec<f32>)> = weights
+            .into_iter()
+            .map(|(name, (shape, values))| (name, shape, values))
+            .collect();
         crate::hf::write_tensors(&dir.join(MODEL_FILE), &weights, &[("format", "pt")])?;
         if let Some(m) = &self.moments {
             let mut moments = Vec::with_capacity(2 * shapes.len());
@@ -116,6 +127,7 @@ impl EngineState {
             return Self::load_mpk::<B>(dir, config, device);
         }
         let (weights, _) = crate::hf::read_tensors(&model_file)?;
+        let weights = crate::hf::from_file_layout(config, weights, &model_file)?;
         let shapes = config.hf_shapes();
         for (name, shape) in &shapes {
             let len: usize = shape.iter().product();
@@ -241,6 +253,11 @@ pub fn named_params<B: Backend>(model: &Decoder<B>) -> Vec<Named> {
             matrix(l.weight.id, format!("{p}.{name}.weight"), true);
             if let Some(b) = &l.bias {
                 vectors.push((b.id, format!("{p}.{name}.bias")));
+            }
+        }
+        for (name, norm) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
+            if let Some(n) = norm {
+                vectors.push((n.weight.id, format!("{p}.self_attn.{name}.weight")));
             }
         }
         vectors.push((layer.input_layernorm.weight.id, format!("{p}.input_layernorm.weight")));

@@ -1,12 +1,25 @@
-//! The model configuration, mirroring `config.json` of `transformers`' `LlamaForCausalLM` and
-//! `Qwen2ForCausalLM`, so a folder written by one loads in the other.
+//! The model configuration, mirroring `config.json` of the `transformers` decoders that share
+//! Llama's shape (RMSNorm, RoPE, SwiGLU, grouped-query attention): `llama` (with Llama 3.1's and
+//! every other RoPE scaling), `qwen2`, `qwen3`, `mistral` and `phi3`, so a folder written by one
+//! loads in the other.
+//!
+//! What sets the families apart, and where it is handled: Qwen2's q/k/v biases
+//! (`attention_bias`); Qwen3's per-head RMSNorm of queries and keys before RoPE
+//! ([`ModelConfig::qk_norm`]); sliding-window attention (Mistral, Phi-3, Qwen with
+//! `use_sliding_window`: [`SlidingWindow`]); Phi-3's fused `qkv_proj` and `gate_up_proj` in the
+//! files ([`ModelConfig::fused_tensors`]; in memory every family has separate projections);
+//! RoPE scaling (`rope.rs`).
 //!
 //! Choices: fields absent from a `config.json` take the `transformers` defaults of the named
-//! `model_type` (Qwen2 has q/k/v biases; Llama has none); `head_dim` defaults to
-//! `hidden_size / num_attention_heads`.
+//! `model_type` (Qwen2 has q/k/v biases, Llama none; Qwen3's `head_dim` is 128, Mistral's window
+//! 4096); otherwise `head_dim` defaults to `hidden_size / num_attention_heads`. Settings that
+//! change the computation and that we do not implement (another activation, partial rotary
+//! embeddings, MLP biases) are refused by name rather than ignored.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::rope::{Rope, RopeScaling};
 use crate::error::TrainError;
 
 /// Which `transformers` architecture a model is written as.
@@ -17,6 +30,12 @@ pub enum ModelType {
     Llama,
     /// `Qwen2ForCausalLM`.
     Qwen2,
+    /// `Qwen3ForCausalLM`: q/k norms, no biases.
+    Qwen3,
+    /// `MistralForCausalLM`: Llama with a sliding window.
+    Mistral,
+    /// `Phi3ForCausalLM`: fused projections in the files, LongRoPE.
+    Phi3,
 }
 
 impl ModelType {
@@ -25,14 +44,57 @@ impl ModelType {
         match self {
             ModelType::Llama => "LlamaForCausalLM",
             ModelType::Qwen2 => "Qwen2ForCausalLM",
+            ModelType::Qwen3 => "Qwen3ForCausalLM",
+            ModelType::Mistral => "MistralForCausalLM",
+            ModelType::Phi3 => "Phi3ForCausalLM",
         }
     }
+
+    /// The `model_type` of `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelType::Llama => "llama",
+            ModelType::Qwen2 => "qwen2",
+            ModelType::Qwen3 => "qwen3",
+            ModelType::Mistral => "mistral",
+            ModelType::Phi3 => "phi3",
+        }
+    }
+
+    /// Every family, for messages.
+    pub const ALL: [ModelType; 5] = [
+        ModelType::Llama,
+        ModelType::Qwen2,
+        ModelType::Qwen3,
+        ModelType::Mistral,
+        ModelType::Phi3,
+    ];
+}
+
+/// Sliding-window attention: on the layers marked, query `i` sees keys `j` with
+/// `i - size < j <= i` (`transformers`' `sliding_window_overlay`), by index in the row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlidingWindow {
+    /// Keys each query sees, itself included.
+    pub size: usize,
+    /// Per layer, whether it slides (`layer_types[i] == "sliding_attention"`).
+    pub layers: Vec<bool>,
+}
+
+/// A weight the files hold as one tensor and the model as several: `parts` (name, rows) stacked
+/// along the output dimension, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fused {
+    /// The name in the files.
+    pub file: String,
+    /// The names in memory and their row counts.
+    pub parts: Vec<(String, usize)>,
 }
 
 /// A decoder's hyper-parameters under their `config.json` names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
-    /// `llama` or `qwen2`.
+    /// The family.
     pub model_type: ModelType,
     /// Width of the residual stream.
     pub hidden_size: usize,
@@ -48,6 +110,12 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     /// RoPE base.
     pub rope_theta: f64,
+    /// RoPE scaling (`rope_scaling` / `rope_parameters`).
+    #[serde(default)]
+    pub rope_scaling: RopeScaling,
+    /// Sliding-window attention, if any layer has it.
+    #[serde(default)]
+    pub sliding_window: Option<SlidingWindow>,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Longest sequence the model is meant for (RoPE itself has no limit here).
@@ -64,7 +132,47 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token id, if any.
     pub eos_token_id: Option<u32>,
+    /// Keys of the source `config.json` that the fields above do not decide (`pad_token_id`,
+    /// dropout rates, `transformers_version`, and `bos_token_id`/`eos_token_id` when they are
+    /// lists, as Llama 3.1's end-of-turn ids are), written back unchanged so an export keeps them.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, Value>,
 }
+
+/// The `config.json` keys that [`ModelConfig::to_hf_json`] decides; every other key of a source
+/// file goes to [`ModelConfig::extra`].
+const DECIDED: &[&str] = &[
+    "architectures",
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_parameters",
+    "rope_scaling",
+    "partial_rotary_factor",
+    "original_max_position_embeddings",
+    "vocab_size",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "hidden_act",
+    "initializer_range",
+    "torch_dtype",
+    "dtype",
+    "use_cache",
+    "head_dim",
+    "attention_bias",
+    "mlp_bias",
+    "sliding_window",
+    "use_sliding_window",
+    "max_window_layers",
+    "layer_types",
+    "bos_token_id",
+    "eos_token_id",
+];
 
 /// `config.json` as written by `transformers`, with optional fields.
 #[derive(Debug, Deserialize)]
@@ -86,9 +194,19 @@ struct HfConfig {
     initializer_range: Option<f64>,
     bos_token_id: Option<serde_json::Value>,
     eos_token_id: Option<serde_json::Value>,
-    rope_scaling: Option<serde_json::Value>,
-    /// transformers 5 writes `rope_parameters: {rope_theta, rope_type}` instead of `rope_theta`.
-    rope_parameters: Option<serde_json::Value>,
+    rope_scaling: Option<Value>,
+    /// transformers 5 writes `rope_parameters: {rope_theta, rope_type, ...}` instead of
+    /// `rope_theta` and `rope_scaling`.
+    rope_parameters: Option<Value>,
+    /// Phi-3 keeps the pre-training length beside `rope_scaling`.
+    original_max_position_embeddings: Option<usize>,
+    hidden_act: Option<String>,
+    mlp_bias: Option<bool>,
+    partial_rotary_factor: Option<f64>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
 }
 
 fn first_id(v: Option<serde_json::Value>) -> Option<u32> {
@@ -103,64 +221,146 @@ impl ModelConfig {
     /// Reads a `config.json` text.
     ///
     /// # Errors
-    /// When it does not parse, names another architecture, or uses RoPE scaling (not supported).
+    /// When it does not parse, names another architecture, or asks for something the model code
+    /// does not compute (named, with the value).
     pub fn from_hf_json(text: &str) -> Result<Self, TrainError> {
-        let hf: HfConfig = serde_json::from_str(text).map_err(|e| TrainError::Config(format!("config.json: {e}")))?;
-        let model_type = match hf.model_type.as_deref() {
-            Some("llama") => ModelType::Llama,
-            Some("qwen2") => ModelType::Qwen2,
-            other => {
-                let arch = hf.architectures.unwrap_or_default().join(", ");
-                return Err(TrainError::Config(format!(
-                    "config.json: model_type {other:?} ({arch}) is not supported; firebrand reads llama and qwen2"
-                )));
-            }
-        };
-        if hf.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(TrainError::Config(
-                "config.json: rope_scaling is not supported yet".into(),
-            ));
+        let bad = |m: String| TrainError::Config(format!("config.json: {m}"));
+        let raw: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let hf: HfConfig = serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
+        let model_type = ModelType::ALL
+            .into_iter()
+            .find(|t| hf.model_type.as_deref() == Some(t.name()))
+            .ok_or_else(|| {
+                let arch = hf.architectures.clone().unwrap_or_default().join(", ");
+                let known: Vec<&str> = ModelType::ALL.iter().map(|t| t.name()).collect();
+                bad(format!(
+                    "model_type {:?} ({arch}) is not supported; firebrand reads {}",
+                    hf.model_type,
+                    known.join(", ")
+                ))
+            })?;
+        if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(bad(format!(
+                "hidden_act {act:?}: the MLP computes SwiGLU with silu only"
+            )));
         }
-        let rope = hf.rope_parameters.unwrap_or(serde_json::Value::Null);
-        if let Some(kind) = rope
-            .get("rope_type")
-            .and_then(|t| t.as_str())
-            .filter(|t| *t != "default")
-        {
-            return Err(TrainError::Config(format!(
-                "config.json: rope_type {kind:?} is not supported yet (only default RoPE)"
+        if hf.mlp_bias == Some(true) {
+            return Err(bad("mlp_bias = true: the MLP has no biases here".into()));
+        }
+        // transformers 5 moves rope_theta and the scaling into `rope_parameters`; 4.x writes
+        // `rope_theta` and `rope_scaling`. Either may be null.
+        let rope = hf
+            .rope_scaling
+            .clone()
+            .filter(|v| !v.is_null())
+            .or_else(|| hf.rope_parameters.clone().filter(|v| !v.is_null()))
+            .unwrap_or(Value::Null);
+        let partial = hf
+            .partial_rotary_factor
+            .or_else(|| rope.get("partial_rotary_factor").and_then(Value::as_f64))
+            .unwrap_or(1.0);
+        if partial != 1.0 {
+            return Err(bad(format!(
+                "partial_rotary_factor {partial}: RoPE here rotates the whole head"
             )));
         }
         let rope_theta = hf
             .rope_theta
-            .or_else(|| rope.get("rope_theta").and_then(|t| t.as_f64()));
+            .or_else(|| {
+                hf.rope_parameters
+                    .as_ref()
+                    .and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
+            .or_else(|| rope.get("rope_theta").and_then(Value::as_f64))
+            .unwrap_or(10_000.0);
+        let max_position_embeddings = hf.max_position_embeddings.unwrap_or(match model_type {
+            ModelType::Mistral => 131_072,
+            ModelType::Phi3 => 4096,
+            _ => 2048,
+        });
+        let mut rope_obj = rope;
+        if model_type == ModelType::Phi3 {
+            // Phi-3 reads "su" and "yarn" as LongRoPE (`Phi3Config.convert_rope_params_to_dict`).
+            if let Some(m) = rope_obj.as_object_mut() {
+                let kind = m.get("rope_type").or_else(|| m.get("type")).and_then(Value::as_str);
+                if matches!(kind, Some("su" | "yarn")) {
+                    m.insert("rope_type".into(), "longrope".into());
+                }
+            }
+        }
+        let top_original = match model_type {
+            ModelType::Phi3 => Some(hf.original_max_position_embeddings.unwrap_or(4096)),
+            _ => hf.original_max_position_embeddings,
+        };
+        let rope_scaling = RopeScaling::from_hf(&rope_obj, max_position_embeddings, top_original).map_err(bad)?;
+        let layers = hf.num_hidden_layers;
+        let window = match model_type {
+            ModelType::Llama => None,
+            // Qwen keeps `sliding_window` in the file but uses it only with `use_sliding_window`.
+            ModelType::Qwen2 | ModelType::Qwen3 => hf.sliding_window.filter(|_| hf.use_sliding_window == Some(true)),
+            // An absent key is transformers' default of 4096; null turns the window off.
+            ModelType::Mistral if raw.get("sliding_window").is_none() => Some(4096),
+            ModelType::Mistral | ModelType::Phi3 => hf.sliding_window,
+        };
+        let sliding_window = window.map(|size| {
+            let layers = match (&hf.layer_types, model_type) {
+                (Some(types), _) => types.iter().map(|t| t == "sliding_attention").collect(),
+                (None, ModelType::Qwen2 | ModelType::Qwen3) => {
+                    let first = hf.max_window_layers.unwrap_or(layers);
+                    (0..layers).map(|i| i >= first).collect()
+                }
+                (None, _) => vec![true; layers],
+            };
+            SlidingWindow { size, layers }
+        });
+        let sliding_window = sliding_window.filter(|w| w.layers.iter().any(|&s| s));
         let config = ModelConfig {
             model_type,
             hidden_size: hf.hidden_size,
             intermediate_size: hf.intermediate_size,
             num_attention_heads: hf.num_attention_heads,
             num_key_value_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-            num_hidden_layers: hf.num_hidden_layers,
-            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta: rope_theta.unwrap_or(10_000.0),
+            num_hidden_layers: layers,
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(match model_type {
+                ModelType::Phi3 => 1e-5,
+                _ => 1e-6,
+            }),
+            rope_theta,
+            rope_scaling,
+            sliding_window,
             vocab_size: hf.vocab_size,
-            max_position_embeddings: hf.max_position_embeddings.unwrap_or(2048),
+            max_position_embeddings,
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
             attention_bias: hf.attention_bias.unwrap_or(model_type == ModelType::Qwen2),
-            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+            head_dim: hf.head_dim.unwrap_or(match model_type {
+                ModelType::Qwen3 => 128,
+                _ => hf.hidden_size / hf.num_attention_heads.max(1),
+            }),
             initializer_range: hf.initializer_range.unwrap_or(0.02),
             bos_token_id: first_id(hf.bos_token_id),
             eos_token_id: first_id(hf.eos_token_id),
+            extra: raw
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| {
+                    let list_id = matches!(k.as_str(), "bos_token_id" | "eos_token_id") && v.is_array();
+                    list_id || !DECIDED.contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// The `config.json` text `transformers` reads back into the same model.
+    /// The `config.json` text `transformers` (4.x and 5) reads back into the same model.
     pub fn to_hf_json(&self) -> String {
+        let rope = self.rope_scaling.to_hf(self.rope_theta);
         let mut v = serde_json::json!({
             "architectures": [self.model_type.architecture()],
-            "model_type": self.model_type,
+            "model_type": self.model_type.name(),
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
             "num_attention_heads": self.num_attention_heads,
@@ -168,27 +368,63 @@ impl ModelConfig {
             "num_hidden_layers": self.num_hidden_layers,
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
-            // transformers 5 reads this; 4.x reads `rope_theta`.
-            "rope_parameters": {"rope_theta": self.rope_theta, "rope_type": "default"},
+            // transformers 5 reads this; 4.x reads `rope_theta` and `rope_scaling`.
+            "rope_parameters": rope.clone(),
             "vocab_size": self.vocab_size,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "hidden_act": "silu",
             "initializer_range": self.initializer_range,
             "torch_dtype": "float32",
+            "dtype": "float32",
             "use_cache": true,
+            "head_dim": self.head_dim,
         });
         let obj = v.as_object_mut().expect("a JSON object literal");
+        if self.rope_scaling != RopeScaling::Default {
+            obj.insert("rope_scaling".into(), rope);
+        }
+        let window = self.sliding_window.as_ref();
         match self.model_type {
             ModelType::Llama => {
                 obj.insert("attention_bias".into(), self.attention_bias.into());
                 obj.insert("mlp_bias".into(), false.into());
-                obj.insert("head_dim".into(), self.head_dim.into());
             }
-            ModelType::Qwen2 => {
-                // Qwen2 always has q/k/v biases and derives head_dim.
-                obj.insert("use_sliding_window".into(), false.into());
+            ModelType::Qwen2 | ModelType::Qwen3 => {
+                // Qwen2 always has q/k/v biases and Qwen3 none; the window needs the switch.
+                if self.model_type == ModelType::Qwen3 {
+                    obj.insert("attention_bias".into(), false.into());
+                }
+                obj.insert("use_sliding_window".into(), window.is_some().into());
+                if let Some(w) = window {
+                    let first = w.layers.iter().position(|&s| s).unwrap_or(0);
+                    obj.insert("max_window_layers".into(), first.into());
+                }
             }
+            ModelType::Phi3 => {
+                let original = match &self.rope_scaling {
+                    RopeScaling::Longrope {
+                        original_max_position_embeddings,
+                        ..
+                    } => *original_max_position_embeddings,
+                    _ => self.max_position_embeddings,
+                };
+                obj.insert("original_max_position_embeddings".into(), original.into());
+            }
+            ModelType::Mistral => {}
+        }
+        if self.model_type != ModelType::Llama {
+            obj.insert("sliding_window".into(), window.map(|w| w.size).into());
+        }
+        if let Some(w) = window.filter(|w| w.layers.iter().any(|&s| !s)) {
+            // Only where some layers attend in full (Qwen): elsewhere every layer slides, which
+            // `sliding_window` alone says.
+            let types: Vec<&str> = w
+                .layers
+                .iter()
+                .map(|&s| if s { "sliding_attention" } else { "full_attention" })
+                .collect();
+            obj.insert("layer_types".into(), types.into());
         }
         if let Some(id) = self.bos_token_id {
             obj.insert("bos_token_id".into(), id.into());
@@ -196,7 +432,85 @@ impl ModelConfig {
         if let Some(id) = self.eos_token_id {
             obj.insert("eos_token_id".into(), id.into());
         }
+        for (k, v) in &self.extra {
+            obj.insert(k.clone(), v.clone());
+        }
         serde_json::to_string_pretty(&v).expect("JSON values serialize")
+    }
+
+    /// Every end-of-sequence id: the list `config.json` gave (Llama 3.1 ends turns with three), or
+    /// `eos_token_id`.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        match self.extra.get("eos_token_id").and_then(Value::as_array) {
+            Some(list) => list.iter().filter_map(|v| v.as_u64().map(|n| n as u32)).collect(),
+            None => self.eos_token_id.into_iter().collect(),
+        }
+    }
+
+    /// The model's RoPE.
+    pub fn rope(&self) -> Rope {
+        Rope {
+            head_dim: self.head_dim,
+            theta: self.rope_theta,
+            scaling: self.rope_scaling.clone(),
+            max_position_embeddings: self.max_position_embeddings,
+        }
+    }
+
+    /// The longest row that attends as plain causal attention with the short-sequence RoPE table,
+    /// and what changes past it: a sliding window, or a RoPE scaling that depends on the length.
+    /// Engines without either feature compute such rows exactly.
+    pub fn plain_length(&self) -> Option<(usize, &'static str)> {
+        let window = self.sliding_window.as_ref().map(|w| (w.size, "the sliding window"));
+        let rope = self
+            .rope()
+            .length_limit()
+            .map(|n| (n, "the length where RoPE scaling changes"));
+        match (window, rope) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether queries and keys pass a per-head RMSNorm (`q_norm`, `k_norm`) before RoPE.
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == ModelType::Qwen3
+    }
+
+    /// The window of layer `layer`, if it slides.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        let w = self.sliding_window.as_ref()?;
+        w.layers.get(layer).copied().unwrap_or(false).then_some(w.size)
+    }
+
+    /// The weights the files hold fused (Phi-3's `qkv_proj` and `gate_up_proj`).
+    pub fn fused_tensors(&self) -> Vec<Fused> {
+        if self.model_type != ModelType::Phi3 {
+            return Vec::new();
+        }
+        let (q, kv) = (
+            self.num_attention_heads * self.head_dim,
+            self.num_key_value_heads * self.head_dim,
+        );
+        let i = self.intermediate_size;
+        let mut out = Vec::new();
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let part = |name: &str, rows: usize| (format!("{p}.{name}.weight"), rows);
+            out.push(Fused {
+                file: format!("{p}.self_attn.qkv_proj.weight"),
+                parts: vec![
+                    part("self_attn.q_proj", q),
+                    part("self_attn.k_proj", kv),
+                    part("self_attn.v_proj", kv),
+                ],
+            });
+            out.push(Fused {
+                file: format!("{p}.mlp.gate_up_proj.weight"),
+                parts: vec![part("mlp.gate_proj", i), part("mlp.up_proj", i)],
+            });
+        }
+        out
     }
 
     /// Checks that the shapes are consistent.
@@ -224,6 +538,34 @@ impl ModelConfig {
         if self.model_type == ModelType::Qwen2 && self.head_dim * self.num_attention_heads != self.hidden_size {
             return bad("qwen2 derives head_dim = hidden_size / num_attention_heads".into());
         }
+        if matches!(self.model_type, ModelType::Qwen3 | ModelType::Phi3) && self.attention_bias {
+            return bad(format!("{} models have no q/k/v biases", self.model_type.name()));
+        }
+        if let Some(w) = &self.sliding_window
+            && (w.size == 0 || w.layers.len() != self.num_hidden_layers)
+        {
+            return bad(format!(
+                "sliding window of {} over {} layer types for {} layers",
+                w.size,
+                w.layers.len(),
+                self.num_hidden_layers
+            ));
+        }
+        if let RopeScaling::Longrope {
+            short_factor,
+            long_factor,
+            ..
+        } = &self.rope_scaling
+        {
+            let half = self.head_dim / 2;
+            if short_factor.len() != half || long_factor.len() != half {
+                return bad(format!(
+                    "longrope needs head_dim / 2 = {half} short and long factors (has {} and {})",
+                    short_factor.len(),
+                    long_factor.len()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -233,7 +575,8 @@ impl ModelConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        let attn = h * q + 2 * h * kv + q * h + bias;
+        let norms = if self.qk_norm() { 2 * self.head_dim } else { 0 };
+        let attn = h * q + 2 * h * kv + q * h + bias + norms;
         let layer = attn + 3 * h * i + 2 * h;
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + self.num_hidden_layers * layer + h + head
@@ -273,6 +616,11 @@ impl ModelConfig {
                     out.insert(format!("{p}.self_attn.{name}.bias"), vec![len]);
                 }
             }
+            if self.qk_norm() {
+                for name in ["q_norm", "k_norm"] {
+                    out.insert(format!("{p}.self_attn.{name}.weight"), vec![self.head_dim]);
+                }
+            }
         }
         out
     }
@@ -293,12 +641,15 @@ pub(crate) fn tiny_for_tests() -> ModelConfig {
         head_dim: 8,
         rms_norm_eps: 1e-6,
         rope_theta: 10_000.0,
+        rope_scaling: RopeScaling::Default,
+        sliding_window: None,
         max_position_embeddings: 128,
         tie_word_embeddings: false,
         attention_bias: false,
         initializer_range: 0.5,
         bos_token_id: None,
         eos_token_id: None,
+        extra: Default::default(),
     }
 }
 
@@ -316,6 +667,8 @@ mod tests {
             num_hidden_layers: 12,
             rms_norm_eps: 1e-6,
             rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::Default,
+            sliding_window: None,
             vocab_size: 32_000,
             max_position_embeddings: 2048,
             tie_word_embeddings: true,
@@ -324,6 +677,7 @@ mod tests {
             initializer_range: 0.02,
             bos_token_id: None,
             eos_token_id: None,
+            extra: Default::default(),
         }
     }
 
@@ -340,6 +694,81 @@ mod tests {
         assert_eq!(
             tiny().num_parameters(),
             24_576_000 + 12 * (2_359_296 + 4_718_592 + 1_536) + 768
+        );
+    }
+
+    // config.json of models on the hub (transformers 4.x style), as their users start from them.
+    const LLAMA31_8B: &str = r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}, "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.42.3", "use_cache": true, "vocab_size": 128256}"#;
+    const QWEN3_8B: &str = r#"{"architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 12288, "max_position_embeddings": 40960, "max_window_layers": 36, "model_type": "qwen3", "num_attention_heads": 32, "num_hidden_layers": 36, "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": true, "use_sliding_window": false, "vocab_size": 151936}"#;
+    const PHI3_MINI_4K: &str = r#"{"architectures": ["Phi3ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": true, "attention_bias": false, "vocab_size": 32064}"#;
+    const MISTRAL_7B_V03: &str = r#"{"architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.42.0.dev0", "use_cache": true, "vocab_size": 32768}"#;
+
+    #[test]
+    fn hub_configs_of_each_family_read_and_write_back() {
+        let llama = ModelConfig::from_hf_json(LLAMA31_8B).unwrap();
+        assert!(matches!(
+            llama.rope_scaling,
+            RopeScaling::Llama3 {
+                factor: 8.0,
+                original_max_position_embeddings: 8192,
+                ..
+            }
+        ));
+        assert_eq!(llama.eos_token_id, Some(128001));
+        assert_eq!(llama.eos_token_ids(), vec![128001, 128008, 128009]);
+        assert_eq!(llama.num_parameters(), 8_030_261_248); // Llama 3.1 8B
+        let qwen = ModelConfig::from_hf_json(QWEN3_8B).unwrap();
+        assert!(qwen.qk_norm() && qwen.head_dim == 128 && qwen.sliding_window.is_none());
+        let phi = ModelConfig::from_hf_json(PHI3_MINI_4K).unwrap();
+        assert_eq!(phi.window(0), Some(2047));
+        assert_eq!(phi.plain_length(), Some((2047, "the sliding window")));
+        assert_eq!(phi.fused_tensors().len(), 2 * 32);
+        assert_eq!(phi.num_parameters(), 3_821_079_552); // Phi-3-mini
+        let mistral = ModelConfig::from_hf_json(MISTRAL_7B_V03).unwrap();
+        assert!(mistral.sliding_window.is_none() && mistral.rms_norm_eps == 1e-5);
+        for (text, c) in [
+            (LLAMA31_8B, llama),
+            (QWEN3_8B, qwen),
+            (PHI3_MINI_4K, phi),
+            (MISTRAL_7B_V03, mistral),
+        ] {
+            let written = c.to_hf_json();
+            assert_eq!(ModelConfig::from_hf_json(&written).unwrap(), c);
+            // What the fields do not decide is written back as it was.
+            let (src, out): (Value, Value) = (
+                serde_json::from_str(text).unwrap(),
+                serde_json::from_str(&written).unwrap(),
+            );
+            for key in [
+                "eos_token_id",
+                "pad_token_id",
+                "transformers_version",
+                "attention_dropout",
+            ] {
+                if src.get(key).is_some() {
+                    assert_eq!(src[key], out[key], "{key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_the_model_code_does_not_compute_is_refused_by_name() {
+        let edit = |from: &str, to: &str| {
+            ModelConfig::from_hf_json(&MISTRAL_7B_V03.replace(from, to))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(edit("\"silu\"", "\"gelu\"").contains("hidden_act \"gelu\""));
+        let e = edit(
+            "\"use_cache\": true",
+            "\"use_cache\": true, \"partial_rotary_factor\": 0.75",
+        );
+        assert!(e.contains("partial_rotary_factor 0.75"), "{e}");
+        let e = edit("\"model_type\": \"mistral\"", "\"model_type\": \"gemma2\"");
+        assert!(
+            e.contains("\"gemma2\"") && e.contains("llama, qwen2, qwen3, mistral, phi3"),
+            "{e}"
         );
     }
 

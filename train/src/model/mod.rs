@@ -1,12 +1,16 @@
-//! The decoder: a Llama/Qwen2-style transformer (RMSNorm, RoPE, SwiGLU, grouped-query attention,
-//! optional q/k/v biases and tied embeddings), generic over burn backends.
+//! The decoder: a Llama-style transformer (RMSNorm, RoPE, SwiGLU, grouped-query attention,
+//! optional q/k/v biases, q/k norms, sliding windows and tied embeddings), generic over burn
+//! backends; every family `config.rs` reads.
 //!
-//! Follows `transformers`' `modeling_llama.py` and `modeling_qwen2.py`. Field names are the
-//! `state_dict` names (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`,
-//! `input_layernorm`, `norm`, `lm_head`), so loading weights is a transpose and a `model.` prefix
-//! (see `hf.rs`). Choices: RMSNorm computes in the activation dtype (HF upcasts to fp32; on CPU both
-//! are fp32); RoPE angles are computed from `position_ids` on every forward, so positions need no
-//! table and may restart per segment (packing, Multiverse).
+//! Follows `transformers`' `modeling_llama.py`, `modeling_qwen2.py`, `modeling_qwen3.py`
+//! (`q_norm`/`k_norm` over each head before RoPE), `modeling_mistral.py` and `modeling_phi3.py`
+//! (its fused projections are split on load, `hf.rs`). Field names are the `state_dict` names
+//! (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`, `input_layernorm`, `norm`,
+//! `lm_head`), so loading weights is a transpose and a `model.` prefix (see `hf.rs`). Choices:
+//! RMSNorm computes in the activation dtype (HF upcasts to fp32; on CPU both are fp32); RoPE angles
+//! are computed from `position_ids` on every forward, so positions need no table and may restart
+//! per segment (packing, Multiverse); sliding windows count by index in the row, as
+//! `transformers`' masks do.
 
 pub mod config;
 pub mod rope;
@@ -15,11 +19,12 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 
 pub use config::{ModelConfig, ModelType};
 
 use crate::attention::AttentionMask;
+use rope::Rope;
 
 /// Root-mean-square layer norm with a learned scale, `x / sqrt(mean(x²) + eps) * weight`.
 #[derive(Module, Debug)]
@@ -44,6 +49,12 @@ impl<B: Backend> RmsNorm<B> {
         let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
         (x / rms) * self.weight.val().unsqueeze::<3>()
     }
+
+    /// The norm over the last dimension of a 4-D tensor (per head: Qwen3's q/k norms).
+    pub fn forward4(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [a, b, c, d] = x.dims();
+        self.forward(x.reshape([a, b * c, d])).reshape([a, b, c, d])
+    }
 }
 
 /// Grouped-query self-attention with RoPE; mirrors `LlamaAttention`.
@@ -57,6 +68,10 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     /// Output projection.
     pub o_proj: Linear<B>,
+    /// Per-head RMSNorm of the queries before RoPE (Qwen3).
+    pub q_norm: Option<RmsNorm<B>>,
+    /// Per-head RMSNorm of the keys before RoPE (Qwen3).
+    pub k_norm: Option<RmsNorm<B>>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -205,10 +220,21 @@ impl<B: Backend> Attention<B> {
     ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
-        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
-        let k = rope::apply(heads(self.k_proj.forward(x.clone()), kv), cos, sin);
-        let v = heads(self.v_proj.forward(x), kv);
+        let heads = |y: Tensor<B, 3>, n: usize, norm: Option<&RmsNorm<B>>| {
+            let y = y.reshape([b, t, n, d]);
+            let y = match norm {
+                Some(norm) => norm.forward4(y),
+                None => y,
+            };
+            y.swap_dims(1, 2)
+        };
+        let q = rope::apply(heads(self.q_proj.forward(x.clone()), h, self.q_norm.as_ref()), cos, sin);
+        let k = rope::apply(
+            heads(self.k_proj.forward(x.clone()), kv, self.k_norm.as_ref()),
+            cos,
+            sin,
+        );
+        let v = heads(self.v_proj.forward(x), kv, None);
         (q, k, v)
     }
 
@@ -306,8 +332,12 @@ pub struct Decoder<B: Backend> {
     pub norm: RmsNorm<B>,
     /// Output projection; `None` when tied to the embeddings.
     pub lm_head: Option<Linear<B>>,
-    rope_theta: f64,
-    head_dim: usize,
+    /// RoPE (its frequencies are computed per forward).
+    #[module(skip)]
+    rope: Rope,
+    /// Per layer, its sliding window.
+    #[module(skip)]
+    windows: Vec<Option<usize>>,
 }
 
 /// Builds a linear layer from HF-layout weights (`[out, in]`) and an optional bias.
@@ -355,7 +385,10 @@ impl<B: Backend> Decoder<B> {
     ///
     /// # Errors
     /// When the source lacks a tensor or has one of the wrong shape.
-    pub fn from_source(config: &ModelConfig, source: &mut impl TensorSource<B>) -> Result<Self, crate::error::TrainError> {
+    pub fn from_source<S: TensorSource<B>>(
+        config: &ModelConfig,
+        source: &mut S,
+    ) -> Result<Self, crate::error::TrainError> {
         config.validate()?;
         let (h, d) = (config.hidden_size, config.head_dim);
         let (q, kv) = (config.num_attention_heads * d, config.num_key_value_heads * d);
@@ -368,21 +401,35 @@ impl<B: Backend> Decoder<B> {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear<B>, crate::error::TrainError> {
-                let w = source.matrix(&format!("{p}.{name}.weight"), [out, inp])?;
-                let b = if bias {
-                    Some(source.vector(&format!("{p}.{name}.bias"), out, false)?)
-                } else {
-                    None
-                };
-                Ok(linear_from(w, b))
+            let qk_norm = |source: &mut S, name: &str| -> Result<Option<RmsNorm<B>>, crate::error::TrainError> {
+                if !config.qk_norm() {
+                    return Ok(None);
+                }
+                Ok(Some(norm(source.vector(
+                    &format!("{p}.self_attn.{name}.weight"),
+                    d,
+                    true,
+                )?)))
             };
+            let (q_norm, k_norm) = (qk_norm(source, "q_norm")?, qk_norm(source, "k_norm")?);
+            let mut lin =
+                |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear<B>, crate::error::TrainError> {
+                    let w = source.matrix(&format!("{p}.{name}.weight"), [out, inp])?;
+                    let b = if bias {
+                        Some(source.vector(&format!("{p}.{name}.bias"), out, false)?)
+                    } else {
+                        None
+                    };
+                    Ok(linear_from(w, b))
+                };
             let bias = config.attention_bias;
             let self_attn = Attention {
                 q_proj: lin("self_attn.q_proj", q, h, bias)?,
                 k_proj: lin("self_attn.k_proj", kv, h, bias)?,
                 v_proj: lin("self_attn.v_proj", kv, h, bias)?,
                 o_proj: lin("self_attn.o_proj", h, q, false)?,
+                q_norm,
+                k_norm,
                 num_heads: config.num_attention_heads,
                 num_kv_heads: config.num_key_value_heads,
                 head_dim: d,
@@ -419,8 +466,8 @@ impl<B: Backend> Decoder<B> {
             layers,
             norm: final_norm,
             lm_head,
-            rope_theta: config.rope_theta,
-            head_dim: d,
+            rope: config.rope(),
+            windows: (0..config.num_hidden_layers).map(|l| config.window(l)).collect(),
         })
     }
 
@@ -433,6 +480,22 @@ impl<B: Backend> Decoder<B> {
                 device,
             },
         )
+    }
+
+    /// RoPE cos and sin for `position_ids`; a length-dependent scaling (`dynamic`, `longrope`)
+    /// sees the batch's largest position plus one, as `transformers` does.
+    fn angles(&self, position_ids: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let seq_len = match self.rope.length_limit() {
+            Some(_) => position_ids.clone().max().into_scalar().elem::<i64>().max(0) as usize + 1,
+            None => 0,
+        };
+        rope::angles(position_ids, &self.rope.frequencies(seq_len))
+    }
+
+    /// `mask` narrowed to the sliding window, when a layer has one (all windowed layers share it).
+    fn windowed(&self, mask: &AttentionMask<B>) -> Option<AttentionMask<B>> {
+        let size = self.windows.iter().flatten().next()?;
+        Some(mask.windowed(*size))
     }
 
     /// Size of the vocabulary.
@@ -471,13 +534,15 @@ impl<B: Backend> Decoder<B> {
         mask: &AttentionMask<B>,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        let (cos, sin) = rope::angles(position_ids, self.head_dim, self.rope_theta);
+        let (cos, sin) = self.angles(position_ids);
+        let windowed = self.windowed(mask);
         let mut x = self.embed_tokens.forward(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let m = windowed.as_ref().filter(|_| self.windows[i].is_some()).unwrap_or(mask);
             let a = layer
                 .self_attn
-                .forward_cached(layer.input_layernorm.forward(x.clone()), &cos, &sin, mask, slot);
+                .forward_cached(layer.input_layernorm.forward(x.clone()), &cos, &sin, m, slot);
             x = x + a;
             let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
             x = x + m;
@@ -495,15 +560,17 @@ impl<B: Backend> Decoder<B> {
         mask: &AttentionMask<B>,
         biases: &[Option<Tensor<B, 4>>],
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
-        let (cos, sin) = rope::angles(position_ids, self.head_dim, self.rope_theta);
+        let (cos, sin) = self.angles(position_ids);
+        let windowed = self.windowed(mask);
         let mut x = self.embed_tokens.forward(input_ids);
         let mut weights = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let bias = biases.get(i).and_then(Option::as_ref);
+            let m = windowed.as_ref().filter(|_| self.windows[i].is_some()).unwrap_or(mask);
             let (a, w) =
                 layer
                     .self_attn
-                    .forward_with_weights(layer.input_layernorm.forward(x.clone()), &cos, &sin, mask, bias);
+                    .forward_with_weights(layer.input_layernorm.forward(x.clone()), &cos, &sin, m, bias);
             weights.push(w);
             x = x + a;
             let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));

@@ -314,6 +314,7 @@ fn cases(seed: u64, head_dims: &[usize]) -> Vec<Case> {
         heads: 4,
         kv_heads: 2,
         head_dim: 64,
+        scale: AttnShape::plain_scale(64),
     };
     let tokens = s.batch * s.seq;
     let width = (s.heads + 2 * s.kv_heads) * s.head_dim;
@@ -357,6 +358,8 @@ fn cases(seed: u64, head_dims: &[usize]) -> Vec<Case> {
                 heads: 4,
                 kv_heads: 2,
                 head_dim: d,
+                // A RoPE attention factor of 1.2 on the local cases (YaRN-scaled models).
+                scale: AttnShape::plain_scale(d) * if local.is_some() { 1.44 } else { 1.0 },
             };
             let rows = attention_rows(&mut rng, s.batch, s.seq, multiverse);
             let qn = s.batch * s.heads * s.seq * d;
@@ -1074,6 +1077,7 @@ pub fn kernel_timings<B: AutodiffBackend>(ops: &mut dyn Ops, device: &B::Device)
         heads,
         kv_heads: heads,
         head_dim: d,
+        scale: AttnShape::plain_scale(d),
     };
     let qn = batch * heads * seq * d;
     let (q, k, v) = (

@@ -413,7 +413,7 @@ impl Ops for CpuOps {
         let seg = self.get_i(mask.seg);
         let vis = mask.vis.map(|v| self.get_i(v));
         let local = self.local(mask);
-        let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
+        let scale_log2 = std::f32::consts::LOG2_E * s.scale;
         let mut out = vec![0.0; s.batch * t * s.heads * d];
         let mut lse = vec![0.0; s.batch * s.heads * t];
         let (mut fid, mut ent) = (vec![0.0; lse.len()], vec![0.0; lse.len()]);
@@ -481,7 +481,7 @@ impl Ops for CpuOps {
         let seg = self.get_i(mask.seg);
         let vis = mask.vis.map(|v| self.get_i(v));
         let local = self.local(mask);
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = s.scale;
         let scale_log2 = std::f32::consts::LOG2_E * scale;
         let mut gq = vec![0.0; s.batch * s.heads * t * d];
         let mut gk = vec![0.0; s.batch * s.kv_heads * t * d];

@@ -99,7 +99,7 @@ pub struct Gemm {
 }
 
 /// Shapes of one attention call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttnShape {
     /// Rows.
     pub batch: usize,
@@ -111,6 +111,16 @@ pub struct AttnShape {
     pub kv_heads: usize,
     /// Head dimension (64 or 128 on CUDA).
     pub head_dim: usize,
+    /// Softmax scale of q·k: `1/sqrt(head_dim)`, times the square of the RoPE attention factor
+    /// (YaRN, LongRoPE scale cos and sin, so both q and k).
+    pub scale: f32,
+}
+
+impl AttnShape {
+    /// The usual softmax scale, `1/sqrt(head_dim)`.
+    pub fn plain_scale(head_dim: usize) -> f32 {
+        1.0 / (head_dim as f32).sqrt()
+    }
 }
 
 /// The attention mask of a batch, built on the host by `batch.rs` (see there for its meaning).

@@ -93,10 +93,13 @@ struct Dims {
     qkv: usize,
     bias: bool,
     eps: f32,
+    /// Softmax scale of q·k (the RoPE attention factor squared over `sqrt(d)`).
+    scale: f32,
 }
 
 impl Dims {
     fn of(c: &ModelConfig) -> Self {
+        let factor = c.rope().frequencies(0).attention_factor;
         Dims {
             h: c.hidden_size,
             heads: c.num_attention_heads,
@@ -108,6 +111,7 @@ impl Dims {
             qkv: (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim,
             bias: c.attention_bias,
             eps: c.rms_norm_eps as f32,
+            scale: (factor * factor) as f32 * AttnShape::plain_scale(c.head_dim),
         }
     }
 }
@@ -548,12 +552,10 @@ impl KernelEngine {
             }),
             None => None,
         };
-        // The rotary frequencies exactly as `model/rope.rs` computes them (f64, then f32).
-        let half = dims.d / 2;
-        let freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / config.rope_theta.powf(2.0 * i as f64 / dims.d as f64)) as f32)
-            .collect();
-        let inv_freq = ops.alloc(half, DType::F32)?;
+        // The rotary frequencies of `model/rope.rs` (the burn engine's). Length-dependent
+        // scalings take their short-sequence table: `choose::unsupported` refuses rows past it.
+        let freq = config.rope().frequencies(0).inv_freq;
+        let inv_freq = ops.alloc(freq.len(), DType::F32)?;
         ops.upload(inv_freq, Host::F32(&freq))?;
         let mut engine = KernelEngine {
             ops,
@@ -783,6 +785,21 @@ impl KernelEngine {
                 "token id {bad} is outside the model's vocabulary of {vocab}\n  hint: was the dataset tokenized with another tokenizer?"
             )));
         }
+        if let Some((limit, what)) = self.config.plain_length() {
+            // Past `limit` the model attends through a sliding window or another RoPE table,
+            // which the kernels do not compute: refuse rather than compute another model.
+            let longest = batch
+                .rows
+                .iter()
+                .map(|&r| (r as usize % batch.seq + 1).max(batch.pos[r as usize] as usize + 1))
+                .max()
+                .unwrap_or(0);
+            if longest > limit {
+                return Err(TrainError::Config(format!(
+                    "a row reaches {longest} tokens, past {what} of this model ({limit}), which the kernel engine does not compute\n  hint: set train.kernels = \"burn\", or keep rows to {limit} tokens"
+                )));
+            }
+        }
         if (grad || fixed.is_some()) && self.train.is_none() {
             return Err(TrainError::Config(
                 "this kernel engine only scores (it has no gradients)".into(),
@@ -974,6 +991,7 @@ impl KernelEngine {
                 heads: d.heads,
                 kv_heads: d.kv_heads,
                 head_dim: d.d,
+                scale: d.scale,
             },
             mask: AttnMask {
                 seg: a.seg.prefix(n),

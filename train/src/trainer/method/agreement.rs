@@ -92,6 +92,86 @@ fn sft_and_the_split_pass_agree_between_engines() {
     }
 }
 
+/// Every family and RoPE scaling the kernel engine takes gives what the burn engine gives: Llama
+/// 3.1's scaling, YaRN and LongRoPE (their attention factor scales the softmax), a sliding window
+/// longer than the rows; rows past a window are refused by the kernel engine by name.
+#[test]
+fn families_and_rope_scalings_agree_between_engines() {
+    use crate::model::ModelType;
+    use crate::model::config::SlidingWindow;
+    use crate::model::rope::RopeScaling;
+    let device = Default::default();
+    let rows = random_rows(5, 3, 40, 64, true);
+    let window = |size| {
+        Some(SlidingWindow {
+            size,
+            layers: vec![true, true],
+        })
+    };
+    let cases = [
+        (
+            ModelType::Llama,
+            RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 16,
+            },
+            None,
+        ),
+        (
+            ModelType::Qwen2,
+            RopeScaling::Yarn {
+                factor: 4.0,
+                original_max_position_embeddings: 32,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attention_factor: None,
+                mscale: None,
+                mscale_all_dim: None,
+                truncate: true,
+            },
+            None,
+        ),
+        (
+            ModelType::Phi3,
+            RopeScaling::Longrope {
+                short_factor: vec![1.0, 1.5, 2.0, 4.0],
+                long_factor: vec![2.0, 3.0, 4.0, 8.0],
+                original_max_position_embeddings: 64,
+                factor: None,
+                attention_factor: None,
+            },
+            None,
+        ),
+        (ModelType::Mistral, RopeScaling::Default, window(64)),
+    ];
+    for (family, scaling, sliding_window) in cases {
+        let mut c = tiny_for_tests();
+        c.model_type = family;
+        c.attention_bias = family == ModelType::Qwen2;
+        c.head_dim = 8;
+        (c.rope_scaling, c.sliding_window) = (scaling, sliding_window);
+        let r = model_check::<B>(Box::new(CpuOps::exact()), &c, &rows, &device, 3, CheckGrad::Sft).unwrap();
+        let case = format!("{family:?} {}", c.rope_scaling.name());
+        assert!(r.loss_rel() < 1e-5, "{case}: loss {} vs {}", r.kernel_loss, r.burn_loss);
+        let (name, worst) = r.worst();
+        assert!(worst < 1e-4, "{case}: gradient of {name} off by {worst}");
+    }
+    // A window shorter than the rows: the burn engine slides, the kernel engine refuses.
+    let mut c = tiny_for_tests();
+    c.sliding_window = window(8);
+    let [mut burn, mut kernel] = engines(&c, 4);
+    let micro = burn.prepare(rows.clone()).unwrap();
+    burn.forward(&micro, Want::default(), None).unwrap();
+    let micro = kernel.prepare(rows).unwrap();
+    let err = kernel.forward(&micro, Want::default(), None).unwrap_err().to_string();
+    assert!(
+        err.contains("past the sliding window") && err.contains("train.kernels = \"burn\""),
+        "{err}"
+    );
+}
+
 /// With bf16 storage emulated (what the GPU keeps), log-probs and gradients stay near f32.
 /// Weights start at std 0.2: at transformers' 0.02 this 32-wide model's attention is nearly
 /// uniform and the q/k gradients are second-order small, so bf16 rounding noise is 15% of them

@@ -283,7 +283,7 @@ impl<B: AutodiffBackend> Grpo<B> {
         let prompts = Prompts::load(
             &path,
             &tokenizer,
-            template,
+            &template,
             max_len.saturating_sub(method.max_completion_length),
         )?;
         let vocab = plan.config.vocab_size;
@@ -299,7 +299,7 @@ impl<B: AutodiffBackend> Grpo<B> {
                 prompts.rows[i].id
             )));
         }
-        let stop_token_ids: Vec<u32> = crate::trained::stop_token_ids(&plan.config, Some(template), &tokenizer)
+        let stop_token_ids: Vec<u32> = crate::trained::stop_token_ids(&plan.config, Some(&template), &tokenizer)
             .into_iter()
             .filter(|&t| (t as usize) < vocab)
             .collect();

@@ -47,14 +47,16 @@ impl Prompts {
     pub fn load(
         path: &Path,
         tokenizer: &Tokenizer,
-        template: Template,
+        template: &Template,
         max_prompt_len: usize,
     ) -> Result<Prompts, TrainError> {
         let ds = Dataset::open_kind(path, DatasetKind::Prompts)?;
         let (mut rows, mut ids, mut too_long, mut empty) = (Vec::new(), Vec::new(), 0, 0);
         for (i, row) in ds.rows::<PromptsRow>(4096)?.enumerate() {
             let row = row?;
-            let text = template.generation_prompt(&row.prompt);
+            let text = template
+                .generation_prompt(&row.prompt)
+                .map_err(|e| TrainError::Config(format!("{}: row {i}: {e}", path.display())))?;
             let encoded = tokenizer
                 .encode(text.as_str(), false)
                 .map_err(|e| TrainError::Config(format!("{}: row {i}: tokenizing the prompt: {e}", path.display())))?;

@@ -764,7 +764,7 @@ impl Ops for CudaOps {
     ) -> Result<(), TrainError> {
         let local = mask.local.is_some();
         let f = &self.flash(s.head_dim, local)?[0];
-        let scale_log2 = std::f32::consts::LOG2_E / (s.head_dim as f32).sqrt();
+        let scale_log2 = std::f32::consts::LOG2_E * s.scale;
         let [vis, segs, words, full, fw] = self.mask_args(mask)?;
         let [blk, tgt, bias] = self.local_args(mask)?;
         let (fid, ent) = match mask.local {
@@ -841,7 +841,7 @@ impl Ops for CudaOps {
         let local = mask.local.is_some();
         let fs = self.flash(s.head_dim, local)?;
         let smem = flash_smem(s.head_dim, local);
-        let scale = 1.0 / (s.head_dim as f32).sqrt();
+        let scale = s.scale;
         let scale_log2 = std::f32::consts::LOG2_E * scale;
         let [vis, segs, words, full, fw] = self.mask_args(mask)?;
         let [blk, tgt, bias] = self.local_args(mask)?;
