@@ -117,27 +117,11 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
 
     /// Rows `first..first + shape[0]` of the 2-D tensor `file` of `total` rows.
     fn read_rows(&mut self, file: &str, first: usize, total: usize, shape: &[usize]) -> Result<TensorData, TrainError> {
-        let index = *self
-            .location
-            .get(file)
-            .ok_or_else(|| weights_err(&self.dir, format!("missing tensor `{file}`")))?;
-        let st = SafeTensors::deserialize(&self.files[index]).expect("parsed when opened");
-        let view = st
-            .tensor(file)
-            .map_err(|e| weights_err(&self.dir, format!("`{file}`: {e}")))?;
         let (rows, cols) = (shape[0], shape[1]);
-        if view.shape() != [total, cols] {
-            return Err(weights_err(
-                &self.dir,
-                format!(
-                    "`{file}` has shape {:?}, the config says {:?}",
-                    view.shape(),
-                    [total, cols]
-                ),
-            ));
-        }
-        let values = decode(&view).map_err(|e| weights_err(&self.dir, format!("`{file}` {e}")))?;
-        self.used.insert(file.to_string());
+        let all = self.read_whole(file, &[total, cols])?;
+        let values: Vec<f32> = all
+            .to_vec()
+            .map_err(|e| weights_err(&self.dir, format!("`{file}`: {e:?}")))?;
         Ok(TensorData::new(
             values[first * cols..(first + rows) * cols].to_vec(),
             shape.to_vec(),
