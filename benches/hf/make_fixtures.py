@@ -1,6 +1,6 @@
 """Makes the HF parity fixtures of train/tests/fixtures/: tiny random checkpoints of every family
 firebrand reads (Llama, Llama 3.1's RoPE scaling, dynamic NTK RoPE, Qwen2, Qwen3 with YaRN, Mistral
-with a sliding window, Phi-3 with LongRoPE and fused projections) saved by transformers, with input
+with a sliding window, Phi-3 with LongRoPE and fused projections, Gemma 2) saved by transformers, with input
 ids and the fp32 logits transformers computes for them. The Rust test
 `hf::parity_with_transformers_logits` loads each folder and compares its logits with these
 (<= 1e-4 relative).
@@ -10,7 +10,8 @@ Run where torch and transformers are installed (CPU is used):
 """
 import json, os, sys
 import torch
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config,
+from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Phi3Config,
                           Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 out, only = sys.argv[1], set(sys.argv[2:])
@@ -50,6 +51,12 @@ models = {
         rope_parameters=dict(rope_type="longrope", rope_theta=10000.0,
                              short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 3.5],
                              long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 8.0, 10.0, 12.0]),
+        attn_implementation="eager", **common)),
+    # GeGLU, norms around attention and MLP stored as scale - 1, embeddings scaled by sqrt(64),
+    # q.k over sqrt(24) (not sqrt(16)), a sliding window of 4 on the first layer, and caps small
+    # enough (2 on scores, 3 on logits) that tanh bends them
+    "gemma2": Gemma2ForCausalLM(Gemma2Config(num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+        sliding_window=4, attn_logit_softcapping=2.0, final_logit_softcapping=3.0, pad_token_id=0,
         attn_implementation="eager", **common)),
 }
 # two sequences: a plain one and one whose positions restart (a packed row, read per segment)

@@ -385,6 +385,14 @@ pub fn state_dict<B: Backend>(model: &Decoder<B>) -> BTreeMap<String, TensorData
             format!("{p}.post_attention_layernorm.weight"),
             layer.post_attention_layernorm.weight.val(),
         ));
+        for (name, norm) in [
+            ("pre_feedforward_layernorm", &layer.pre_feedforward_layernorm),
+            ("post_feedforward_layernorm", &layer.post_feedforward_layernorm),
+        ] {
+            if let Some(n) = norm {
+                vectors.push((format!("{p}.{name}.weight"), n.weight.val()));
+            }
+        }
     }
     for (name, t) in vectors {
         out.insert(name, t.into_data().convert::<f32>());

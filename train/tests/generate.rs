@@ -54,6 +54,7 @@ fn setup() -> (Decoder<B>, Tokenizer) {
         rope_theta: 10_000.0,
         rope_scaling: Default::default(),
         sliding_window: None,
+        gemma: None,
         vocab_size: tok.get_vocab_size(true),
         max_position_embeddings: 256,
         tie_word_embeddings: false,

@@ -55,7 +55,16 @@ fn positions(t: usize, b: usize) -> Vec<Vec<i64>> {
 fn parity_with_transformers_logits() {
     // Every family and RoPE scaling `benches/hf/make_fixtures.py` saves (see there for what each
     // exercises).
-    for name in ["llama", "qwen2", "llama31", "llama-dynamic", "qwen3", "mistral", "phi3"] {
+    for name in [
+        "llama",
+        "qwen2",
+        "llama31",
+        "llama-dynamic",
+        "qwen3",
+        "mistral",
+        "phi3",
+        "gemma2",
+    ] {
         let dir = fixture(name);
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
@@ -80,7 +89,7 @@ fn parity_with_transformers_logits() {
 
 #[test]
 fn save_then_load_gives_identical_logits_single_and_sharded() {
-    for name in ["llama", "qwen3", "mistral", "phi3"] {
+    for name in ["llama", "qwen3", "mistral", "phi3", "gemma2"] {
         save_then_load(name);
     }
 }

@@ -137,6 +137,12 @@ pub fn unsupported(recipe: &Recipe, config: &ModelConfig) -> Option<String> {
             );
         }
     }
+    if config.gemma.is_some() {
+        return Some(
+            "gemma2 scales embeddings, norms attention and MLP outputs, soft-caps scores and logits and uses GeGLU; the kernels do not yet"
+                .into(),
+        );
+    }
     if config.qk_norm() {
         return Some(format!(
             "{} normalises queries and keys per head (q_norm, k_norm); the kernels do not yet",

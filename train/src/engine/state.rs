@@ -265,6 +265,14 @@ pub fn named_params<B: Backend>(model: &Decoder<B>) -> Vec<Named> {
             layer.post_attention_layernorm.weight.id,
             format!("{p}.post_attention_layernorm.weight"),
         ));
+        for (name, norm) in [
+            ("pre_feedforward_layernorm", &layer.pre_feedforward_layernorm),
+            ("post_feedforward_layernorm", &layer.post_feedforward_layernorm),
+        ] {
+            if let Some(n) = norm {
+                vectors.push((n.weight.id, format!("{p}.{name}.weight")));
+            }
+        }
     }
     out.extend(vectors.into_iter().map(|(id, name)| Named {
         id,

@@ -36,6 +36,8 @@ pub enum ModelType {
     Mistral,
     /// `Phi3ForCausalLM`: fused projections in the files, LongRoPE.
     Phi3,
+    /// `Gemma2ForCausalLM`: GeGLU, norms around attention and MLP, soft-capping.
+    Gemma2,
 }
 
 impl ModelType {
@@ -47,6 +49,7 @@ impl ModelType {
             ModelType::Qwen3 => "Qwen3ForCausalLM",
             ModelType::Mistral => "MistralForCausalLM",
             ModelType::Phi3 => "Phi3ForCausalLM",
+            ModelType::Gemma2 => "Gemma2ForCausalLM",
         }
     }
 
@@ -58,16 +61,18 @@ impl ModelType {
             ModelType::Qwen3 => "qwen3",
             ModelType::Mistral => "mistral",
             ModelType::Phi3 => "phi3",
+            ModelType::Gemma2 => "gemma2",
         }
     }
 
     /// Every family, for messages.
-    pub const ALL: [ModelType; 5] = [
+    pub const ALL: [ModelType; 6] = [
         ModelType::Llama,
         ModelType::Qwen2,
         ModelType::Qwen3,
         ModelType::Mistral,
         ModelType::Phi3,
+        ModelType::Gemma2,
     ];
 }
 
@@ -79,6 +84,21 @@ pub struct SlidingWindow {
     pub size: usize,
     /// Per layer, whether it slides (`layer_types[i] == "sliding_attention"`).
     pub layers: Vec<bool>,
+}
+
+/// What Gemma 2 computes differently from Llama (`modeling_gemma2.py`): embeddings scaled by
+/// `sqrt(hidden_size)`, RMSNorm scales stored as `w - 1` (`x̂ · (1 + w)`), a norm after attention
+/// and around the MLP (`pre_feedforward_layernorm`, `post_feedforward_layernorm`), GeGLU with the
+/// tanh GELU, q·k scaled by `query_pre_attn_scalar^-½`, and `tanh` soft-capping of attention
+/// scores and of the logits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GemmaSettings {
+    /// q·k is scaled by `query_pre_attn_scalar^-½` (not `head_dim^-½`).
+    pub query_pre_attn_scalar: f64,
+    /// Attention scores become `cap · tanh(s / cap)`.
+    pub attn_logit_softcapping: Option<f64>,
+    /// Logits become `cap · tanh(l / cap)`.
+    pub final_logit_softcapping: Option<f64>,
 }
 
 /// A weight the files hold as one tensor and the model as several: `parts` (name, rows) stacked
@@ -116,6 +136,9 @@ pub struct ModelConfig {
     /// Sliding-window attention, if any layer has it.
     #[serde(default)]
     pub sliding_window: Option<SlidingWindow>,
+    /// Gemma 2's departures from Llama (`model_type = gemma2` only).
+    #[serde(default)]
+    pub gemma: Option<GemmaSettings>,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Longest sequence the model is meant for (RoPE itself has no limit here).
@@ -172,6 +195,10 @@ const DECIDED: &[&str] = &[
     "layer_types",
     "bos_token_id",
     "eos_token_id",
+    "hidden_activation",
+    "query_pre_attn_scalar",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
 ];
 
 /// `config.json` as written by `transformers`, with optional fields.
@@ -207,6 +234,10 @@ struct HfConfig {
     use_sliding_window: Option<bool>,
     max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
+    hidden_activation: Option<String>,
+    query_pre_attn_scalar: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
 }
 
 fn first_id(v: Option<serde_json::Value>) -> Option<u32> {
@@ -239,9 +270,16 @@ impl ModelConfig {
                     known.join(", ")
                 ))
             })?;
-        if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
+        let gemma = model_type == ModelType::Gemma2;
+        // Gemma names its activation `hidden_activation` (and may keep a stale `hidden_act`).
+        let (act, expected) = match gemma {
+            true => (hf.hidden_activation.as_deref(), "gelu_pytorch_tanh"),
+            false => (hf.hidden_act.as_deref(), "silu"),
+        };
+        if let Some(act) = act.filter(|a| *a != expected && !(gemma && *a == "gelu_tanh")) {
             return Err(bad(format!(
-                "hidden_act {act:?}: the MLP computes SwiGLU with silu only"
+                "hidden activation {act:?}: the {} MLP computes {expected} only",
+                model_type.name()
             )));
         }
         if hf.mlp_bias == Some(true) {
@@ -302,6 +340,8 @@ impl ModelConfig {
             // An absent key is transformers' default of 4096; null turns the window off.
             ModelType::Mistral if raw.get("sliding_window").is_none() => Some(4096),
             ModelType::Mistral | ModelType::Phi3 => hf.sliding_window,
+            ModelType::Gemma2 if raw.get("sliding_window").is_none() => Some(4096),
+            ModelType::Gemma2 => hf.sliding_window,
         };
         let sliding_window = window.map(|size| {
             let layers = match (&hf.layer_types, model_type) {
@@ -310,6 +350,8 @@ impl ModelConfig {
                     let first = hf.max_window_layers.unwrap_or(layers);
                     (0..layers).map(|i| i >= first).collect()
                 }
+                // Gemma 2 alternates, the first layer sliding.
+                (None, ModelType::Gemma2) => (0..layers).map(|i| i % 2 == 0).collect(),
                 (None, _) => vec![true; layers],
             };
             SlidingWindow { size, layers }
@@ -329,12 +371,25 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             sliding_window,
+            // An absent cap is transformers' default; null turns it off.
+            gemma: gemma.then(|| GemmaSettings {
+                query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(256.0),
+                attn_logit_softcapping: match raw.get("attn_logit_softcapping") {
+                    None => Some(50.0),
+                    Some(_) => hf.attn_logit_softcapping,
+                },
+                final_logit_softcapping: match raw.get("final_logit_softcapping") {
+                    None => Some(30.0),
+                    Some(_) => hf.final_logit_softcapping,
+                },
+            }),
             vocab_size: hf.vocab_size,
             max_position_embeddings,
-            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(gemma),
             attention_bias: hf.attention_bias.unwrap_or(model_type == ModelType::Qwen2),
             head_dim: hf.head_dim.unwrap_or(match model_type {
                 ModelType::Qwen3 => 128,
+                ModelType::Gemma2 => 256,
                 _ => hf.hidden_size / hf.num_attention_heads.max(1),
             }),
             initializer_range: hf.initializer_range.unwrap_or(0.02),
@@ -412,13 +467,33 @@ impl ModelConfig {
                 obj.insert("original_max_position_embeddings".into(), original.into());
             }
             ModelType::Mistral => {}
+            ModelType::Gemma2 => {
+                let g = self.gemma.as_ref();
+                obj.remove("hidden_act");
+                obj.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
+                obj.insert("attention_bias".into(), false.into());
+                // An integer in transformers 5's strict config.
+                let scalar = g.map_or(self.head_dim as f64, |g| g.query_pre_attn_scalar);
+                let scalar: Value = match scalar.fract() == 0.0 {
+                    true => (scalar as u64).into(),
+                    false => scalar.into(),
+                };
+                obj.insert("query_pre_attn_scalar".into(), scalar);
+                let caps = [
+                    ("attn_logit_softcapping", g.and_then(|g| g.attn_logit_softcapping)),
+                    ("final_logit_softcapping", g.and_then(|g| g.final_logit_softcapping)),
+                ];
+                for (key, cap) in caps {
+                    obj.insert(key.into(), cap.into());
+                }
+            }
         }
         if self.model_type != ModelType::Llama {
             obj.insert("sliding_window".into(), window.map(|w| w.size).into());
         }
         if let Some(w) = window.filter(|w| w.layers.iter().any(|&s| !s)) {
-            // Only where some layers attend in full (Qwen): elsewhere every layer slides, which
-            // `sliding_window` alone says.
+            // Only where some layers attend in full (Qwen, Gemma 2): elsewhere every layer slides,
+            // which `sliding_window` alone says.
             let types: Vec<&str> = w
                 .layers
                 .iter()
@@ -538,7 +613,10 @@ impl ModelConfig {
         if self.model_type == ModelType::Qwen2 && self.head_dim * self.num_attention_heads != self.hidden_size {
             return bad("qwen2 derives head_dim = hidden_size / num_attention_heads".into());
         }
-        if matches!(self.model_type, ModelType::Qwen3 | ModelType::Phi3) && self.attention_bias {
+        if (self.model_type == ModelType::Gemma2) != self.gemma.is_some() {
+            return bad("gemma2 models, and only they, have the gemma settings".into());
+        }
+        if matches!(self.model_type, ModelType::Qwen3 | ModelType::Phi3 | ModelType::Gemma2) && self.attention_bias {
             return bad(format!("{} models have no q/k/v biases", self.model_type.name()));
         }
         if let Some(w) = &self.sliding_window
@@ -577,7 +655,8 @@ impl ModelConfig {
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
         let norms = if self.qk_norm() { 2 * self.head_dim } else { 0 };
         let attn = h * q + 2 * h * kv + q * h + bias + norms;
-        let layer = attn + 3 * h * i + 2 * h;
+        let norms = if self.gemma.is_some() { 4 * h } else { 2 * h };
+        let layer = attn + 3 * h * i + norms;
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + self.num_hidden_layers * layer + h + head
     }
@@ -621,6 +700,11 @@ impl ModelConfig {
                     out.insert(format!("{p}.self_attn.{name}.weight"), vec![self.head_dim]);
                 }
             }
+            if self.gemma.is_some() {
+                for name in ["pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+                    out.insert(format!("{p}.{name}.weight"), vec![h]);
+                }
+            }
         }
         out
     }
@@ -643,6 +727,7 @@ pub(crate) fn tiny_for_tests() -> ModelConfig {
         rope_theta: 10_000.0,
         rope_scaling: RopeScaling::Default,
         sliding_window: None,
+        gemma: None,
         max_position_embeddings: 128,
         tie_word_embeddings: false,
         attention_bias: false,
@@ -669,6 +754,7 @@ mod tests {
             rope_theta: 10_000.0,
             rope_scaling: RopeScaling::Default,
             sliding_window: None,
+            gemma: None,
             vocab_size: 32_000,
             max_position_embeddings: 2048,
             tie_word_embeddings: true,
@@ -703,6 +789,8 @@ mod tests {
     const PHI3_MINI_4K: &str = r#"{"architectures": ["Phi3ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": true, "attention_bias": false, "vocab_size": 32064}"#;
     const MISTRAL_7B_V03: &str = r#"{"architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.42.0.dev0", "use_cache": true, "vocab_size": 32768}"#;
 
+    const GEMMA2_2B: &str = r#"{"architectures": ["Gemma2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 107], "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4", "use_cache": true, "vocab_size": 256000}"#;
+
     #[test]
     fn hub_configs_of_each_family_read_and_write_back() {
         let llama = ModelConfig::from_hf_json(LLAMA31_8B).unwrap();
@@ -726,11 +814,18 @@ mod tests {
         assert_eq!(phi.num_parameters(), 3_821_079_552); // Phi-3-mini
         let mistral = ModelConfig::from_hf_json(MISTRAL_7B_V03).unwrap();
         assert!(mistral.sliding_window.is_none() && mistral.rms_norm_eps == 1e-5);
+        let gemma = ModelConfig::from_hf_json(GEMMA2_2B).unwrap();
+        assert_eq!(gemma.num_parameters(), 2_614_341_888); // gemma-2-2b
+        assert!(gemma.tie_word_embeddings && gemma.head_dim == 256);
+        assert_eq!((gemma.window(0), gemma.window(1)), (Some(4096), None));
+        assert_eq!(gemma.gemma.as_ref().unwrap().final_logit_softcapping, Some(30.0));
+        assert_eq!(gemma.eos_token_ids(), vec![1, 107]);
         for (text, c) in [
             (LLAMA31_8B, llama),
             (QWEN3_8B, qwen),
             (PHI3_MINI_4K, phi),
             (MISTRAL_7B_V03, mistral),
+            (GEMMA2_2B, gemma),
         ] {
             let written = c.to_hf_json();
             assert_eq!(ModelConfig::from_hf_json(&written).unwrap(), c);
@@ -759,15 +854,15 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(edit("\"silu\"", "\"gelu\"").contains("hidden_act \"gelu\""));
+        assert!(edit("\"silu\"", "\"gelu\"").contains("hidden activation \"gelu\""));
         let e = edit(
             "\"use_cache\": true",
             "\"use_cache\": true, \"partial_rotary_factor\": 0.75",
         );
         assert!(e.contains("partial_rotary_factor 0.75"), "{e}");
-        let e = edit("\"model_type\": \"mistral\"", "\"model_type\": \"gemma2\"");
+        let e = edit("\"model_type\": \"mistral\"", "\"model_type\": \"gemma3\"");
         assert!(
-            e.contains("\"gemma2\"") && e.contains("llama, qwen2, qwen3, mistral, phi3"),
+            e.contains("\"gemma3\"") && e.contains("llama, qwen2, qwen3, mistral, phi3, gemma2"),
             "{e}"
         );
     }

@@ -4,7 +4,8 @@
 //!
 //! Follows `transformers`' `modeling_llama.py`, `modeling_qwen2.py`, `modeling_qwen3.py`
 //! (`q_norm`/`k_norm` over each head before RoPE), `modeling_mistral.py` and `modeling_phi3.py`
-//! (its fused projections are split on load, `hf.rs`). Field names are the `state_dict` names
+//! (its fused projections are split on load, `hf.rs`) and `modeling_gemma2.py` (see
+//! [`config::GemmaSettings`]). Field names are the `state_dict` names
 //! (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`, `input_layernorm`, `norm`,
 //! `lm_head`), so loading weights is a transpose and a `model.` prefix (see `hf.rs`). Choices:
 //! RMSNorm computes in the activation dtype (HF upcasts to fp32; on CPU both are fp32); RoPE angles
@@ -26,12 +27,16 @@ pub use config::{ModelConfig, ModelType};
 use crate::attention::AttentionMask;
 use rope::Rope;
 
-/// Root-mean-square layer norm with a learned scale, `x / sqrt(mean(x²) + eps) * weight`.
+/// Root-mean-square layer norm with a learned scale, `x / sqrt(mean(x²) + eps) * weight`
+/// (`* (1 + weight)` for Gemma, whose files store the scale minus one).
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Per-channel scale (`weight` in HF).
     pub weight: Param<Tensor<B, 1>>,
     eps: f64,
+    /// Whether the scale is `1 + weight`.
+    #[module(skip)]
+    unit_offset: bool,
 }
 
 impl<B: Backend> RmsNorm<B> {
@@ -40,6 +45,7 @@ impl<B: Backend> RmsNorm<B> {
         RmsNorm {
             weight: Param::from_tensor(Tensor::ones([size], device)),
             eps,
+            unit_offset: false,
         }
     }
 
@@ -47,7 +53,11 @@ impl<B: Backend> RmsNorm<B> {
     /// `x`: `[batch, seq, size]`; returns the same shape.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        (x / rms) * self.weight.val().unsqueeze::<3>()
+        let scale = match self.unit_offset {
+            true => self.weight.val().add_scalar(1.0),
+            false => self.weight.val(),
+        };
+        (x / rms) * scale.unsqueeze::<3>()
     }
 
     /// The norm over the last dimension of a 4-D tensor (per head: Qwen3's q/k norms).
@@ -72,6 +82,12 @@ pub struct Attention<B: Backend> {
     pub q_norm: Option<RmsNorm<B>>,
     /// Per-head RMSNorm of the keys before RoPE (Qwen3).
     pub k_norm: Option<RmsNorm<B>>,
+    /// Scale of q·k (`head_dim^-½`, Gemma's `query_pre_attn_scalar^-½`).
+    #[module(skip)]
+    scale: f64,
+    /// Gemma's soft-capping of the scores, `cap · tanh(s / cap)`.
+    #[module(skip)]
+    softcap: Option<f64>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -253,7 +269,10 @@ impl<B: Backend> Attention<B> {
         let [b, h, t, d] = q.dims();
         let kv = k.dims()[1];
         let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt());
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale);
+        if let Some(cap) = self.softcap {
+            scores = scores.div_scalar(cap).tanh().mul_scalar(cap);
+        }
         if let Some(bias) = bias {
             let [_, _, tq, tk] = scores.dims();
             scores = scores + bias.clone().expand([b, h, tq, tk]);
@@ -288,7 +307,8 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
         .reshape([b, kv * n, t, d])
 }
 
-/// SwiGLU feed-forward, `down(silu(gate(x)) * up(x))`; mirrors `LlamaMLP`.
+/// SwiGLU feed-forward, `down(silu(gate(x)) * up(x))`; mirrors `LlamaMLP` (GeGLU with the tanh
+/// GELU for Gemma).
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// Gate projection.
@@ -297,13 +317,25 @@ pub struct Mlp<B: Backend> {
     pub up_proj: Linear<B>,
     /// Down projection.
     pub down_proj: Linear<B>,
+    /// GELU (tanh approximation, `gelu_pytorch_tanh`) instead of SiLU.
+    #[module(skip)]
+    gelu: bool,
 }
 
 impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// `x`: `[batch, seq, hidden]`; returns the same shape.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
+        let gate = self.gate_proj.forward(x.clone());
+        let gate = match self.gelu {
+            // 0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))
+            true => {
+                let inner = (gate.clone() + gate.clone().powi_scalar(3).mul_scalar(0.044715))
+                    .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+                gate.mul(inner.tanh().add_scalar(1.0)).mul_scalar(0.5)
+            }
+            false => silu(gate),
+        };
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }
@@ -315,10 +347,32 @@ pub struct DecoderLayer<B: Backend> {
     pub input_layernorm: RmsNorm<B>,
     /// Self-attention.
     pub self_attn: Attention<B>,
-    /// Norm before the MLP.
+    /// Norm before the MLP (Llama); norm of the attention's output (Gemma).
     pub post_attention_layernorm: RmsNorm<B>,
     /// Feed-forward.
     pub mlp: Mlp<B>,
+    /// Gemma's norm before the MLP.
+    pub pre_feedforward_layernorm: Option<RmsNorm<B>>,
+    /// Gemma's norm of the MLP's output.
+    pub post_feedforward_layernorm: Option<RmsNorm<B>>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// The residual stream after the attention's output `a`.
+    fn add_attention(&self, x: Tensor<B, 3>, a: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.pre_feedforward_layernorm {
+            Some(_) => x + self.post_attention_layernorm.forward(a),
+            None => x + a,
+        }
+    }
+
+    /// The residual stream after the MLP.
+    fn add_mlp(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match (&self.pre_feedforward_layernorm, &self.post_feedforward_layernorm) {
+            (Some(pre), Some(post)) => x.clone() + post.forward(self.mlp.forward(pre.forward(x))),
+            _ => x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x)),
+        }
+    }
 }
 
 /// The whole causal language model; mirrors `LlamaForCausalLM`.
@@ -338,6 +392,12 @@ pub struct Decoder<B: Backend> {
     /// Per layer, its sliding window.
     #[module(skip)]
     windows: Vec<Option<usize>>,
+    /// Gemma's embedding scale, `sqrt(hidden_size)`.
+    #[module(skip)]
+    embed_scale: Option<f64>,
+    /// Gemma's soft-capping of the logits.
+    #[module(skip)]
+    final_softcap: Option<f64>,
 }
 
 /// Builds a linear layer from HF-layout weights (`[out, in]`) and an optional bias.
@@ -393,9 +453,13 @@ impl<B: Backend> Decoder<B> {
         let (h, d) = (config.hidden_size, config.head_dim);
         let (q, kv) = (config.num_attention_heads * d, config.num_key_value_heads * d);
         let eps = config.rms_norm_eps;
+        let gemma = config.gemma.as_ref();
+        // Gemma stores `scale - 1`: a unit norm is zeros.
+        let ones = gemma.is_none();
         let norm = |weight: Tensor<B, 1>| RmsNorm {
             weight: Param::from_tensor(weight),
             eps,
+            unit_offset: gemma.is_some(),
         };
         let embed = source.matrix("model.embed_tokens.weight", [config.vocab_size, h])?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -408,7 +472,7 @@ impl<B: Backend> Decoder<B> {
                 Ok(Some(norm(source.vector(
                     &format!("{p}.self_attn.{name}.weight"),
                     d,
-                    true,
+                    ones,
                 )?)))
             };
             let (q_norm, k_norm) = (qk_norm(source, "q_norm")?, qk_norm(source, "k_norm")?);
@@ -430,6 +494,8 @@ impl<B: Backend> Decoder<B> {
                 o_proj: lin("self_attn.o_proj", h, q, false)?,
                 q_norm,
                 k_norm,
+                scale: 1.0 / gemma.map_or(d as f64, |g| g.query_pre_attn_scalar).sqrt(),
+                softcap: gemma.and_then(|g| g.attn_logit_softcapping),
                 num_heads: config.num_attention_heads,
                 num_kv_heads: config.num_key_value_heads,
                 head_dim: d,
@@ -438,19 +504,32 @@ impl<B: Backend> Decoder<B> {
                 gate_proj: lin("mlp.gate_proj", config.intermediate_size, h, false)?,
                 up_proj: lin("mlp.up_proj", config.intermediate_size, h, false)?,
                 down_proj: lin("mlp.down_proj", h, config.intermediate_size, false)?,
+                gelu: gemma.is_some(),
             };
+            let mut extra_norm = |name: &str| -> Result<Option<RmsNorm<B>>, crate::error::TrainError> {
+                if gemma.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(norm(source.vector(&format!("{p}.{name}.weight"), h, ones)?)))
+            };
+            let (pre_feedforward_layernorm, post_feedforward_layernorm) = (
+                extra_norm("pre_feedforward_layernorm")?,
+                extra_norm("post_feedforward_layernorm")?,
+            );
             layers.push(DecoderLayer {
-                input_layernorm: norm(source.vector(&format!("{p}.input_layernorm.weight"), h, true)?),
+                input_layernorm: norm(source.vector(&format!("{p}.input_layernorm.weight"), h, ones)?),
                 self_attn,
                 post_attention_layernorm: norm(source.vector(
                     &format!("{p}.post_attention_layernorm.weight"),
                     h,
-                    true,
+                    ones,
                 )?),
                 mlp,
+                pre_feedforward_layernorm,
+                post_feedforward_layernorm,
             });
         }
-        let final_norm = norm(source.vector("model.norm.weight", h, true)?);
+        let final_norm = norm(source.vector("model.norm.weight", h, ones)?);
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
@@ -468,6 +547,8 @@ impl<B: Backend> Decoder<B> {
             lm_head,
             rope: config.rope(),
             windows: (0..config.num_hidden_layers).map(|l| config.window(l)).collect(),
+            embed_scale: gemma.map(|_| (h as f64).sqrt()),
+            final_softcap: gemma.and_then(|g| g.final_logit_softcapping),
         })
     }
 
@@ -536,16 +617,14 @@ impl<B: Backend> Decoder<B> {
     ) -> Tensor<B, 3> {
         let (cos, sin) = self.angles(position_ids);
         let windowed = self.windowed(mask);
-        let mut x = self.embed_tokens.forward(input_ids);
+        let mut x = self.embed(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let m = windowed.as_ref().filter(|_| self.windows[i].is_some()).unwrap_or(mask);
             let a = layer
                 .self_attn
                 .forward_cached(layer.input_layernorm.forward(x.clone()), &cos, &sin, m, slot);
-            x = x + a;
-            let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
-            x = x + m;
+            x = layer.add_mlp(layer.add_attention(x, a));
         }
         self.norm.forward(x)
     }
@@ -562,7 +641,7 @@ impl<B: Backend> Decoder<B> {
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
         let (cos, sin) = self.angles(position_ids);
         let windowed = self.windowed(mask);
-        let mut x = self.embed_tokens.forward(input_ids);
+        let mut x = self.embed(input_ids);
         let mut weights = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let bias = biases.get(i).and_then(Option::as_ref);
@@ -572,9 +651,7 @@ impl<B: Backend> Decoder<B> {
                     .self_attn
                     .forward_with_weights(layer.input_layernorm.forward(x.clone()), &cos, &sin, m, bias);
             weights.push(w);
-            x = x + a;
-            let m = layer.mlp.forward(layer.post_attention_layernorm.forward(x.clone()));
-            x = x + m;
+            x = layer.add_mlp(layer.add_attention(x, a));
         }
         (self.norm.forward(x), weights)
     }
@@ -584,12 +661,25 @@ impl<B: Backend> Decoder<B> {
     /// # Shapes
     /// `hidden`: `[batch, seq, hidden]`; returns `[batch, seq, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
+        let logits = match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
                 let w = self.embed_tokens.weight.val(); // [vocab, hidden]
                 hidden.matmul(w.transpose().unsqueeze::<3>())
             }
+        };
+        match self.final_softcap {
+            Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
+            None => logits,
+        }
+    }
+
+    /// Token embeddings (times Gemma's scale).
+    fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let x = self.embed_tokens.forward(input_ids);
+        match self.embed_scale {
+            Some(s) => x.mul_scalar(s),
+            None => x,
         }
     }
 
