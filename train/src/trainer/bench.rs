@@ -236,7 +236,7 @@ pub fn method_bench<B: AutodiffBackend>(
         weight_decay: 0.1,
     };
     let state = EngineState {
-        weights: random_weights(config, 0),
+        weights: random_weights(config, 0, 0.02),
         moments: None,
     };
     let localist = match method {

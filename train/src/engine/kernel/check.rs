@@ -27,7 +27,7 @@ use crate::engine::autodiff::BurnEngine;
 use crate::engine::optim::AdamW;
 use crate::engine::state::EngineState;
 use crate::error::TrainError;
-use crate::model::{Decoder, ModelConfig};
+use crate::model::ModelConfig;
 
 /// One output of one operation compared with the reference.
 #[derive(Debug, Clone)]
@@ -65,6 +65,16 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 
 fn uniform(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// `n` draws of normal(0, `std`) (Box–Muller).
+fn normal(rng: &mut StdRng, n: usize, std: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let (u, v): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+            (std * (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect()
 }
 
 fn put(ops: &mut dyn Ops, data: &[f32], dt: DType) -> Result<View, TrainError> {
@@ -647,8 +657,11 @@ pub fn model_check<B: AutodiffBackend>(
     seed: u64,
     how: CheckGrad,
 ) -> Result<ModelAgreement, TrainError> {
-    B::seed(device, seed);
-    let state = EngineState::fresh(&Decoder::<B>::init(config, device)?);
+    // Weights from a generator of our own: burn's is shared by the tests running in parallel.
+    let state = EngineState {
+        weights: random_weights(config, seed, config.initializer_range),
+        moments: None,
+    };
     let adamw = Some(AdamW::default());
     let mut burn: Box<dyn Engine<B>> = Box::new(BurnEngine::<B>::new(config, &state, adamw, None, device)?);
     let mut kernel: Box<dyn Engine<B>> = Box::new(KernelEngine::new(ops, config, &state, adamw)?);
@@ -707,20 +720,21 @@ pub fn model_check<B: AutodiffBackend>(
     })
 }
 
-/// Weights as transformers initialises them: normal(0, 0.02) matrices (uniform of that variance
-/// here), unit norms, zero biases; seeded.
-pub fn random_weights(config: &ModelConfig, seed: u64) -> crate::engine::state::Tensors {
+/// Weights as transformers initialises them: normal(0, `std`) matrices (transformers' default std
+/// is 0.02), unit norms, zero biases; seeded.
+pub fn random_weights(config: &ModelConfig, seed: u64, std: f64) -> crate::engine::state::Tensors {
     let mut rng = StdRng::seed_from_u64(seed);
-    let a = 0.02 * 3f32.sqrt();
     config
         .hf_shapes()
         .into_iter()
         .map(|(name, shape)| {
             let len = shape.iter().product();
             let v = if shape.len() == 1 {
-                vec![if name.ends_with("bias") { 0.0 } else { 1.0 }; len]
+                // Gemma stores a norm's scale minus one.
+                let unit = if config.gemma.is_some() { 0.0 } else { 1.0 };
+                vec![if name.ends_with("bias") { 0.0 } else { unit }; len]
             } else {
-                uniform(&mut rng, len, a)
+                normal(&mut rng, len, std)
             };
             (name, v)
         })

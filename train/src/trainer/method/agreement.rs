@@ -16,7 +16,7 @@ use crate::engine::api::{Engine, Forward, Grad, Micro, Want};
 use crate::engine::autodiff::BurnEngine;
 use crate::engine::choose::Choice;
 use crate::engine::kernel::KernelEngine;
-use crate::engine::kernel::check::{CheckGrad, model_check, random_rows, rel_err};
+use crate::engine::kernel::check::{CheckGrad, model_check, random_rows, random_weights, rel_err};
 use crate::engine::kernel::cpu::CpuOps;
 use crate::engine::optim::AdamW;
 use crate::engine::state::{EngineState, Tensors};
@@ -29,8 +29,11 @@ type B = Autodiff<NdArray<f32>>;
 /// The two engines on the same random weights.
 fn engines(config: &ModelConfig, seed: u64) -> [Box<dyn Engine<B>>; 2] {
     let device = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&device, seed);
-    let state = EngineState::fresh(&Decoder::<B>::init(config, &device).unwrap());
+    // A generator of our own: burn's is shared by the tests running in parallel.
+    let state = EngineState {
+        weights: random_weights(config, seed, config.initializer_range),
+        moments: None,
+    };
     let adamw = Some(AdamW {
         weight_decay: 0.1,
         ..AdamW::default()
@@ -248,10 +251,10 @@ fn assert_agree(case: &str, both: &[(Forward, f64, Tensors)]) {
     };
     assert!(rel_err(&fb.logp, &fa.logp) < 1e-5, "{case}: log-probs");
     assert!(rel_err(&fb.entropy, &fa.entropy) < 1e-5, "{case}: entropies");
-    assert!(
-        (la - lb).abs() <= 1e-5 * la.abs().max(1e-3),
-        "{case}: loss {la} vs {lb}"
-    );
+    // Relative to the loss, or to 1 where it is smaller: GRPO's loss is a mean of terms of order
+    // one (ratio times a normalised advantage) that nearly cancel, so its error is that of the
+    // terms, not a fraction of the mean.
+    assert!((la - lb).abs() <= 1e-5 * la.abs().max(1.0), "{case}: loss {la} vs {lb}");
     let (name, w) = worst(gb, ga);
     assert!(w < 1e-4, "{case}: gradient of {name} off by {w}");
 }
