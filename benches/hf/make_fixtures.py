@@ -1,6 +1,6 @@
 """Makes the HF parity fixtures of train/tests/fixtures/: tiny random checkpoints of every family
 firebrand reads (Llama, Llama 3.1's RoPE scaling, dynamic NTK RoPE, Qwen2, Qwen3 with YaRN, Mistral
-with a sliding window, Phi-3 with LongRoPE and fused projections, Gemma 2) saved by transformers, with input
+with a sliding window, Phi-3 with LongRoPE and fused projections, Gemma 2, Gemma 3's text model) saved by transformers, with input
 ids and the fp32 logits transformers computes for them. The Rust test
 `hf::parity_with_transformers_logits` loads each folder and compares its logits with these
 (<= 1e-4 relative).
@@ -10,7 +10,7 @@ Run where torch and transformers are installed (CPU is used):
 """
 import json, os, sys
 import torch
-from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, Phi3Config,
                           Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
@@ -58,6 +58,13 @@ models = {
     "gemma2": Gemma2ForCausalLM(Gemma2Config(num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
         sliding_window=4, attn_logit_softcapping=2.0, final_logit_softcapping=3.0, pad_token_id=0,
         attn_implementation="eager", **common)),
+    # Gemma 3's text model: q/k norms stored as scale - 1, a window of 4 on sliding layers 0 and 2
+    # with their own RoPE base (10000) and a linear scaling of the global layer's (1e6, factor 8)
+    "gemma3": Gemma3ForCausalLM(Gemma3TextConfig(num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+        sliding_window=4, pad_token_id=0, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        attn_implementation="eager", **{**common, "num_hidden_layers": 3})),
 }
 # two sequences: a plain one and one whose positions restart (a packed row, read per segment)
 ids = torch.randint(0, 96, (2, 12))

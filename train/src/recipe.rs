@@ -109,8 +109,8 @@ impl Recipe {
 pub struct ModelSection {
     /// A folder with `config.json` and safetensors weights.
     pub init: Option<PathBuf>,
-    /// `llama`, `qwen2`, `qwen3`, `mistral`, `phi3` or `gemma2` (from scratch: the family's layout
-    /// and names).
+    /// `llama`, `qwen2`, `qwen3`, `mistral`, `phi3`, `gemma2` or `gemma3_text` (from scratch: the
+    /// family's layout and names).
     pub model_type: Option<ModelType>,
     /// Residual width.
     pub hidden_size: Option<usize>,
@@ -894,11 +894,12 @@ impl Recipe {
             rope_theta: m.rope_theta.unwrap_or(10_000.0),
             rope_scaling: Default::default(),
             sliding_window: None,
-            // From scratch, Gemma 2's layout without soft-capping.
-            gemma: (model_type == ModelType::Gemma2).then(|| crate::model::config::GemmaSettings {
+            // From scratch, Gemma's layout without soft-capping (and Gemma 3's local RoPE base).
+            gemma: model_type.is_gemma().then(|| crate::model::config::GemmaSettings {
                 query_pre_attn_scalar: (hidden_size / num_attention_heads.max(1)) as f64,
                 attn_logit_softcapping: None,
                 final_logit_softcapping: None,
+                local_rope_theta: (model_type == ModelType::Gemma3).then_some(10_000.0),
             }),
             vocab_size,
             max_position_embeddings: m.max_position_embeddings.unwrap_or(2048),

@@ -64,6 +64,7 @@ fn parity_with_transformers_logits() {
         "mistral",
         "phi3",
         "gemma2",
+        "gemma3",
     ] {
         let dir = fixture(name);
         let expected: serde_json::Value =
@@ -89,7 +90,7 @@ fn parity_with_transformers_logits() {
 
 #[test]
 fn save_then_load_gives_identical_logits_single_and_sharded() {
-    for name in ["llama", "qwen3", "mistral", "phi3", "gemma2"] {
+    for name in ["llama", "qwen3", "mistral", "phi3", "gemma2", "gemma3"] {
         save_then_load(name);
     }
 }

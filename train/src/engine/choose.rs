@@ -138,10 +138,10 @@ pub fn unsupported(recipe: &Recipe, config: &ModelConfig) -> Option<String> {
         }
     }
     if config.gemma.is_some() {
-        return Some(
-            "gemma2 scales embeddings, norms attention and MLP outputs, soft-caps scores and logits and uses GeGLU; the kernels do not yet"
-                .into(),
-        );
+        return Some(format!(
+            "{} scales embeddings, norms attention and MLP outputs, soft-caps scores and logits and uses GeGLU; the kernels do not yet",
+            config.model_type.name()
+        ));
     }
     if config.qk_norm() {
         return Some(format!(

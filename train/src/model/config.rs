@@ -38,6 +38,10 @@ pub enum ModelType {
     Phi3,
     /// `Gemma2ForCausalLM`: GeGLU, norms around attention and MLP, soft-capping.
     Gemma2,
+    /// `Gemma3ForCausalLM` (`gemma3_text`): Gemma 2's layout with q/k norms and a RoPE base of its
+    /// own on the sliding layers.
+    #[serde(rename = "gemma3_text")]
+    Gemma3,
 }
 
 impl ModelType {
@@ -50,6 +54,7 @@ impl ModelType {
             ModelType::Mistral => "MistralForCausalLM",
             ModelType::Phi3 => "Phi3ForCausalLM",
             ModelType::Gemma2 => "Gemma2ForCausalLM",
+            ModelType::Gemma3 => "Gemma3ForCausalLM",
         }
     }
 
@@ -62,18 +67,25 @@ impl ModelType {
             ModelType::Mistral => "mistral",
             ModelType::Phi3 => "phi3",
             ModelType::Gemma2 => "gemma2",
+            ModelType::Gemma3 => "gemma3_text",
         }
     }
 
     /// Every family, for messages.
-    pub const ALL: [ModelType; 6] = [
+    pub const ALL: [ModelType; 7] = [
         ModelType::Llama,
         ModelType::Qwen2,
         ModelType::Qwen3,
         ModelType::Mistral,
         ModelType::Phi3,
         ModelType::Gemma2,
+        ModelType::Gemma3,
     ];
+
+    /// Gemma 2 or 3.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, ModelType::Gemma2 | ModelType::Gemma3)
+    }
 }
 
 /// Sliding-window attention: on the layers marked, query `i` sees keys `j` with
@@ -86,11 +98,12 @@ pub struct SlidingWindow {
     pub layers: Vec<bool>,
 }
 
-/// What Gemma 2 computes differently from Llama (`modeling_gemma2.py`): embeddings scaled by
-/// `sqrt(hidden_size)`, RMSNorm scales stored as `w - 1` (`x̂ · (1 + w)`), a norm after attention
-/// and around the MLP (`pre_feedforward_layernorm`, `post_feedforward_layernorm`), GeGLU with the
-/// tanh GELU, q·k scaled by `query_pre_attn_scalar^-½`, and `tanh` soft-capping of attention
-/// scores and of the logits.
+/// What Gemma 2 and 3 compute differently from Llama (`modeling_gemma2.py`, `modeling_gemma3.py`):
+/// embeddings scaled by `sqrt(hidden_size)`, RMSNorm scales stored as `w - 1` (`x̂ · (1 + w)`), a
+/// norm after attention and around the MLP (`pre_feedforward_layernorm`,
+/// `post_feedforward_layernorm`), GeGLU with the tanh GELU, q·k scaled by
+/// `query_pre_attn_scalar^-½`, `tanh` soft-capping of attention scores and of the logits (Gemma 2),
+/// and (Gemma 3) q/k norms and a RoPE base of their own on the sliding layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GemmaSettings {
     /// q·k is scaled by `query_pre_attn_scalar^-½` (not `head_dim^-½`).
@@ -99,6 +112,10 @@ pub struct GemmaSettings {
     pub attn_logit_softcapping: Option<f64>,
     /// Logits become `cap · tanh(l / cap)`.
     pub final_logit_softcapping: Option<f64>,
+    /// Gemma 3: the RoPE base of the sliding layers (`rope_local_base_freq`), plain RoPE; the
+    /// global layers use `rope_theta` and the scaling.
+    #[serde(default)]
+    pub local_rope_theta: Option<f64>,
 }
 
 /// A weight the files hold as one tensor and the model as several: `parts` (name, rows) stacked
@@ -136,7 +153,7 @@ pub struct ModelConfig {
     /// Sliding-window attention, if any layer has it.
     #[serde(default)]
     pub sliding_window: Option<SlidingWindow>,
-    /// Gemma 2's departures from Llama (`model_type = gemma2` only).
+    /// Gemma's departures from Llama (`gemma2` and `gemma3_text` only).
     #[serde(default)]
     pub gemma: Option<GemmaSettings>,
     /// Vocabulary size.
@@ -199,6 +216,8 @@ const DECIDED: &[&str] = &[
     "query_pre_attn_scalar",
     "attn_logit_softcapping",
     "final_logit_softcapping",
+    "rope_local_base_freq",
+    "sliding_window_pattern",
 ];
 
 /// `config.json` as written by `transformers`, with optional fields.
@@ -238,6 +257,9 @@ struct HfConfig {
     query_pre_attn_scalar: Option<f64>,
     attn_logit_softcapping: Option<f64>,
     final_logit_softcapping: Option<f64>,
+    rope_local_base_freq: Option<f64>,
+    sliding_window_pattern: Option<usize>,
+    use_bidirectional_attention: Option<bool>,
 }
 
 fn first_id(v: Option<serde_json::Value>) -> Option<u32> {
@@ -257,7 +279,7 @@ impl ModelConfig {
     pub fn from_hf_json(text: &str) -> Result<Self, TrainError> {
         let bad = |m: String| TrainError::Config(format!("config.json: {m}"));
         let raw: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let hf: HfConfig = serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
+        let mut hf: HfConfig = serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
         let model_type = ModelType::ALL
             .into_iter()
             .find(|t| hf.model_type.as_deref() == Some(t.name()))
@@ -270,7 +292,29 @@ impl ModelConfig {
                     known.join(", ")
                 ))
             })?;
-        let gemma = model_type == ModelType::Gemma2;
+        let gemma = model_type.is_gemma();
+        if hf.use_bidirectional_attention == Some(true) {
+            return Err(bad(
+                "use_bidirectional_attention = true (an embedding model): the decoder is causal".into(),
+            ));
+        }
+        // Gemma 3 in transformers 5 nests RoPE by layer type: the global layers' parameters are
+        // the model's RoPE, the sliding layers' base is Gemma's local one.
+        let mut local_rope_theta = hf.rope_local_base_freq;
+        if let Some(nested) = hf.rope_parameters.clone().filter(|r| r.get("full_attention").is_some()) {
+            let local = &nested["sliding_attention"];
+            if local
+                .get("rope_type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t != "default")
+            {
+                return Err(bad(
+                    "rope_parameters.sliding_attention: only default RoPE on the sliding layers".into(),
+                ));
+            }
+            local_rope_theta = local.get("rope_theta").and_then(Value::as_f64).or(local_rope_theta);
+            hf.rope_parameters = Some(nested["full_attention"].clone());
+        }
         // Gemma names its activation `hidden_activation` (and may keep a stale `hidden_act`).
         let (act, expected) = match gemma {
             true => (hf.hidden_activation.as_deref(), "gelu_pytorch_tanh"),
@@ -311,7 +355,11 @@ impl ModelConfig {
                     .and_then(Value::as_f64)
             })
             .or_else(|| rope.get("rope_theta").and_then(Value::as_f64))
-            .unwrap_or(10_000.0);
+            .unwrap_or(if model_type == ModelType::Gemma3 {
+                1_000_000.0
+            } else {
+                10_000.0
+            });
         let max_position_embeddings = hf.max_position_embeddings.unwrap_or(match model_type {
             ModelType::Mistral => 131_072,
             ModelType::Phi3 => 4096,
@@ -340,8 +388,8 @@ impl ModelConfig {
             // An absent key is transformers' default of 4096; null turns the window off.
             ModelType::Mistral if raw.get("sliding_window").is_none() => Some(4096),
             ModelType::Mistral | ModelType::Phi3 => hf.sliding_window,
-            ModelType::Gemma2 if raw.get("sliding_window").is_none() => Some(4096),
-            ModelType::Gemma2 => hf.sliding_window,
+            ModelType::Gemma2 | ModelType::Gemma3 if raw.get("sliding_window").is_none() => Some(4096),
+            ModelType::Gemma2 | ModelType::Gemma3 => hf.sliding_window,
         };
         let sliding_window = window.map(|size| {
             let layers = match (&hf.layer_types, model_type) {
@@ -352,6 +400,11 @@ impl ModelConfig {
                 }
                 // Gemma 2 alternates, the first layer sliding.
                 (None, ModelType::Gemma2) => (0..layers).map(|i| i % 2 == 0).collect(),
+                // Gemma 3: every `sliding_window_pattern`-th layer (6) attends in full.
+                (None, ModelType::Gemma3) => {
+                    let pattern = hf.sliding_window_pattern.unwrap_or(6).max(1);
+                    (0..layers).map(|i| (i + 1) % pattern != 0).collect()
+                }
                 (None, _) => vec![true; layers],
             };
             SlidingWindow { size, layers }
@@ -372,16 +425,21 @@ impl ModelConfig {
             rope_scaling,
             sliding_window,
             // An absent cap is transformers' default; null turns it off.
-            gemma: gemma.then(|| GemmaSettings {
-                query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(256.0),
-                attn_logit_softcapping: match raw.get("attn_logit_softcapping") {
-                    None => Some(50.0),
-                    Some(_) => hf.attn_logit_softcapping,
-                },
-                final_logit_softcapping: match raw.get("final_logit_softcapping") {
-                    None => Some(30.0),
-                    Some(_) => hf.final_logit_softcapping,
-                },
+            // Gemma 2's default caps are 50 and 30, Gemma 3's none.
+            gemma: gemma.then(|| {
+                let two = model_type == ModelType::Gemma2;
+                GemmaSettings {
+                    query_pre_attn_scalar: hf.query_pre_attn_scalar.unwrap_or(256.0),
+                    attn_logit_softcapping: match raw.get("attn_logit_softcapping") {
+                        None => two.then_some(50.0),
+                        Some(_) => hf.attn_logit_softcapping,
+                    },
+                    final_logit_softcapping: match raw.get("final_logit_softcapping") {
+                        None => two.then_some(30.0),
+                        Some(_) => hf.final_logit_softcapping,
+                    },
+                    local_rope_theta: (!two).then(|| local_rope_theta.unwrap_or(10_000.0)),
+                }
             }),
             vocab_size: hf.vocab_size,
             max_position_embeddings,
@@ -389,7 +447,7 @@ impl ModelConfig {
             attention_bias: hf.attention_bias.unwrap_or(model_type == ModelType::Qwen2),
             head_dim: hf.head_dim.unwrap_or(match model_type {
                 ModelType::Qwen3 => 128,
-                ModelType::Gemma2 => 256,
+                ModelType::Gemma2 | ModelType::Gemma3 => 256,
                 _ => hf.hidden_size / hf.num_attention_heads.max(1),
             }),
             initializer_range: hf.initializer_range.unwrap_or(0.02),
@@ -467,8 +525,18 @@ impl ModelConfig {
                 obj.insert("original_max_position_embeddings".into(), original.into());
             }
             ModelType::Mistral => {}
-            ModelType::Gemma2 => {
+            ModelType::Gemma2 | ModelType::Gemma3 => {
                 let g = self.gemma.as_ref();
+                if let Some(local) = g.and_then(|g| g.local_rope_theta) {
+                    obj.insert("rope_local_base_freq".into(), local.into());
+                    // transformers 5 reads RoPE by layer type.
+                    let global = obj["rope_parameters"].clone();
+                    let nested = serde_json::json!({
+                        "full_attention": global,
+                        "sliding_attention": {"rope_type": "default", "rope_theta": local},
+                    });
+                    obj.insert("rope_parameters".into(), nested);
+                }
                 obj.remove("hidden_act");
                 obj.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
                 obj.insert("attention_bias".into(), false.into());
@@ -549,7 +617,7 @@ impl ModelConfig {
 
     /// Whether queries and keys pass a per-head RMSNorm (`q_norm`, `k_norm`) before RoPE.
     pub fn qk_norm(&self) -> bool {
-        self.model_type == ModelType::Qwen3
+        matches!(self.model_type, ModelType::Qwen3 | ModelType::Gemma3)
     }
 
     /// The window of layer `layer`, if it slides.
@@ -613,10 +681,14 @@ impl ModelConfig {
         if self.model_type == ModelType::Qwen2 && self.head_dim * self.num_attention_heads != self.hidden_size {
             return bad("qwen2 derives head_dim = hidden_size / num_attention_heads".into());
         }
-        if (self.model_type == ModelType::Gemma2) != self.gemma.is_some() {
-            return bad("gemma2 models, and only they, have the gemma settings".into());
+        if self.model_type.is_gemma() != self.gemma.is_some() {
+            return bad("gemma models, and only they, have the gemma settings".into());
         }
-        if matches!(self.model_type, ModelType::Qwen3 | ModelType::Phi3 | ModelType::Gemma2) && self.attention_bias {
+        if matches!(
+            self.model_type,
+            ModelType::Qwen3 | ModelType::Phi3 | ModelType::Gemma2 | ModelType::Gemma3
+        ) && self.attention_bias
+        {
             return bad(format!("{} models have no q/k/v biases", self.model_type.name()));
         }
         if let Some(w) = &self.sliding_window
@@ -791,6 +863,8 @@ mod tests {
 
     const GEMMA2_2B: &str = r#"{"architectures": ["Gemma2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 107], "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4", "use_cache": true, "vocab_size": 256000}"#;
 
+    const GEMMA3_1B: &str = r#"{"architectures": ["Gemma3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 106], "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152, "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768, "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144}"#;
+
     #[test]
     fn hub_configs_of_each_family_read_and_write_back() {
         let llama = ModelConfig::from_hf_json(LLAMA31_8B).unwrap();
@@ -820,12 +894,23 @@ mod tests {
         assert_eq!((gemma.window(0), gemma.window(1)), (Some(4096), None));
         assert_eq!(gemma.gemma.as_ref().unwrap().final_logit_softcapping, Some(30.0));
         assert_eq!(gemma.eos_token_ids(), vec![1, 107]);
+        let gemma3 = ModelConfig::from_hf_json(GEMMA3_1B).unwrap();
+        assert_eq!(gemma3.num_parameters(), 999_885_952); // gemma-3-1b
+        assert!(gemma3.qk_norm() && gemma3.rope_theta == 1e6);
+        let g = gemma3.gemma.as_ref().unwrap();
+        assert_eq!((g.local_rope_theta, g.final_logit_softcapping), (Some(10_000.0), None));
+        let windows: Vec<_> = (0..7).map(|l| gemma3.window(l)).collect();
+        assert_eq!(
+            windows,
+            [Some(512), Some(512), Some(512), Some(512), Some(512), None, Some(512)]
+        );
         for (text, c) in [
             (LLAMA31_8B, llama),
             (QWEN3_8B, qwen),
             (PHI3_MINI_4K, phi),
             (MISTRAL_7B_V03, mistral),
             (GEMMA2_2B, gemma),
+            (GEMMA3_1B, gemma3),
         ] {
             let written = c.to_hf_json();
             assert_eq!(ModelConfig::from_hf_json(&written).unwrap(), c);
@@ -862,7 +947,7 @@ mod tests {
         assert!(e.contains("partial_rotary_factor 0.75"), "{e}");
         let e = edit("\"model_type\": \"mistral\"", "\"model_type\": \"gemma3\"");
         assert!(
-            e.contains("\"gemma3\"") && e.contains("llama, qwen2, qwen3, mistral, phi3, gemma2"),
+            e.contains("\"gemma3\"") && e.contains("llama, qwen2, qwen3, mistral, phi3, gemma2, gemma3_text"),
             "{e}"
         );
     }

@@ -4,8 +4,8 @@
 //!
 //! Follows `transformers`' `modeling_llama.py`, `modeling_qwen2.py`, `modeling_qwen3.py`
 //! (`q_norm`/`k_norm` over each head before RoPE), `modeling_mistral.py` and `modeling_phi3.py`
-//! (its fused projections are split on load, `hf.rs`) and `modeling_gemma2.py` (see
-//! [`config::GemmaSettings`]). Field names are the `state_dict` names
+//! (its fused projections are split on load, `hf.rs`), `modeling_gemma2.py` and
+//! `modeling_gemma3.py` (see [`config::GemmaSettings`]). Field names are the `state_dict` names
 //! (`embed_tokens`, `layers.{i}.self_attn.q_proj`, `mlp.gate_proj`, `input_layernorm`, `norm`,
 //! `lm_head`), so loading weights is a transpose and a `model.` prefix (see `hf.rs`). Choices:
 //! RMSNorm computes in the activation dtype (HF upcasts to fp32; on CPU both are fp32); RoPE angles
@@ -389,6 +389,9 @@ pub struct Decoder<B: Backend> {
     /// RoPE (its frequencies are computed per forward).
     #[module(skip)]
     rope: Rope,
+    /// Gemma 3's RoPE of the sliding layers.
+    #[module(skip)]
+    local_rope: Option<Rope>,
     /// Per layer, its sliding window.
     #[module(skip)]
     windows: Vec<Option<usize>>,
@@ -398,6 +401,32 @@ pub struct Decoder<B: Backend> {
     /// Gemma's soft-capping of the logits.
     #[module(skip)]
     final_softcap: Option<f64>,
+}
+
+/// What the layers of one forward read (see [`Decoder::layer_inputs`]).
+struct LayerInputs<B: Backend> {
+    global: (Tensor<B, 4>, Tensor<B, 4>),
+    local: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    windowed: Option<AttentionMask<B>>,
+    windows: Vec<bool>,
+}
+
+impl<B: Backend> LayerInputs<B> {
+    /// Cos, sin and mask of layer `i`: a sliding layer takes the windowed mask and, in Gemma 3,
+    /// the local RoPE.
+    fn of<'a>(
+        &'a self,
+        i: usize,
+        mask: &'a AttentionMask<B>,
+    ) -> (&'a Tensor<B, 4>, &'a Tensor<B, 4>, &'a AttentionMask<B>) {
+        let sliding = self.windows.get(i).copied().unwrap_or(false);
+        let (cos, sin) = match (&self.local, sliding) {
+            (Some(local), true) => local,
+            _ => &self.global,
+        };
+        let m = self.windowed.as_ref().filter(|_| sliding).unwrap_or(mask);
+        (cos, sin, m)
+    }
 }
 
 /// Builds a linear layer from HF-layout weights (`[out, in]`) and an optional bias.
@@ -546,6 +575,11 @@ impl<B: Backend> Decoder<B> {
             norm: final_norm,
             lm_head,
             rope: config.rope(),
+            local_rope: gemma.and_then(|g| g.local_rope_theta).map(|theta| Rope {
+                theta,
+                scaling: rope::RopeScaling::Default,
+                ..config.rope()
+            }),
             windows: (0..config.num_hidden_layers).map(|l| config.window(l)).collect(),
             embed_scale: gemma.map(|_| (h as f64).sqrt()),
             final_softcap: gemma.and_then(|g| g.final_logit_softcapping),
@@ -563,20 +597,25 @@ impl<B: Backend> Decoder<B> {
         )
     }
 
-    /// RoPE cos and sin for `position_ids`; a length-dependent scaling (`dynamic`, `longrope`)
-    /// sees the batch's largest position plus one, as `transformers` does.
-    fn angles(&self, position_ids: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// What every layer of one forward reads: RoPE cos and sin for `position_ids` (a
+    /// length-dependent scaling, `dynamic` or `longrope`, sees the batch's largest position plus
+    /// one, as `transformers` does), Gemma 3's local ones, and `mask` narrowed to the sliding
+    /// window (all windowed layers share it).
+    fn layer_inputs(&self, position_ids: Tensor<B, 2, Int>, mask: &AttentionMask<B>) -> LayerInputs<B> {
         let seq_len = match self.rope.length_limit() {
             Some(_) => position_ids.clone().max().into_scalar().elem::<i64>().max(0) as usize + 1,
             None => 0,
         };
-        rope::angles(position_ids, &self.rope.frequencies(seq_len))
-    }
-
-    /// `mask` narrowed to the sliding window, when a layer has one (all windowed layers share it).
-    fn windowed(&self, mask: &AttentionMask<B>) -> Option<AttentionMask<B>> {
-        let size = self.windows.iter().flatten().next()?;
-        Some(mask.windowed(*size))
+        let local = self
+            .local_rope
+            .as_ref()
+            .map(|r| rope::angles(position_ids.clone(), &r.frequencies(0)));
+        LayerInputs {
+            global: rope::angles(position_ids, &self.rope.frequencies(seq_len)),
+            local,
+            windowed: self.windows.iter().flatten().next().map(|size| mask.windowed(*size)),
+            windows: self.windows.iter().map(Option::is_some).collect(),
+        }
     }
 
     /// Size of the vocabulary.
@@ -615,15 +654,14 @@ impl<B: Backend> Decoder<B> {
         mask: &AttentionMask<B>,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        let (cos, sin) = self.angles(position_ids);
-        let windowed = self.windowed(mask);
+        let inputs = self.layer_inputs(position_ids, mask);
         let mut x = self.embed(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let m = windowed.as_ref().filter(|_| self.windows[i].is_some()).unwrap_or(mask);
+            let (cos, sin, m) = inputs.of(i, mask);
             let a = layer
                 .self_attn
-                .forward_cached(layer.input_layernorm.forward(x.clone()), &cos, &sin, m, slot);
+                .forward_cached(layer.input_layernorm.forward(x.clone()), cos, sin, m, slot);
             x = layer.add_mlp(layer.add_attention(x, a));
         }
         self.norm.forward(x)
@@ -639,17 +677,16 @@ impl<B: Backend> Decoder<B> {
         mask: &AttentionMask<B>,
         biases: &[Option<Tensor<B, 4>>],
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
-        let (cos, sin) = self.angles(position_ids);
-        let windowed = self.windowed(mask);
+        let inputs = self.layer_inputs(position_ids, mask);
         let mut x = self.embed(input_ids);
         let mut weights = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let bias = biases.get(i).and_then(Option::as_ref);
-            let m = windowed.as_ref().filter(|_| self.windows[i].is_some()).unwrap_or(mask);
+            let (cos, sin, m) = inputs.of(i, mask);
             let (a, w) =
                 layer
                     .self_attn
-                    .forward_with_weights(layer.input_layernorm.forward(x.clone()), &cos, &sin, m, bias);
+                    .forward_with_weights(layer.input_layernorm.forward(x.clone()), cos, sin, m, bias);
             weights.push(w);
             x = layer.add_mlp(layer.add_attention(x, a));
         }
