@@ -324,15 +324,19 @@ impl ChatTemplate {
     /// Where assistant turn `i` lies in `text` (the whole conversation rendered), at or after
     /// `from`.
     fn measure(&self, messages: &[Message], i: usize, text: &str, from: usize) -> Result<Range<usize>> {
-        let prompt = self.render(&messages[..i], true)?;
-        let through = self.render(&messages[..=i], false)?;
-        if through.starts_with(&prompt) && text.starts_with(&through) && prompt.len() >= from {
+        // A template may refuse a conversation cut short (it then falls to the probe below).
+        if let (Ok(prompt), Ok(through)) = (self.render(&messages[..i], true), self.render(&messages[..=i], false))
+            && through.starts_with(&prompt)
+            && text.starts_with(&through)
+            && prompt.len() >= from
+        {
             let end = prompt.len() + through[prompt.len()..].trim_end().len();
             return Ok(prompt.len()..end);
         }
         // The template renders this turn differently once later turns follow (Qwen3 drops the
-        // reasoning of earlier turns): render again with the content replaced by a probe. What
-        // comes before and after the probe is what comes before and after the content.
+        // reasoning of earlier turns), or refuses the shorter conversation: render again with the
+        // content replaced by a probe. What comes before and after the probe is what comes before
+        // and after the content.
         let mut probe = messages.to_vec();
         probe[i].content = PROBE.to_string();
         let probed = self.render(&probe, false)?;
@@ -579,6 +583,21 @@ mod tests {
                 "<think>\nadd again\n</think>\n\n6<|im_end|>".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn a_template_that_refuses_a_cut_conversation_is_probed_instead() {
+        let source = concat!(
+            "{% if messages|length % 2 == 1 %}{{ raise_exception('pairs only') }}{% endif %}",
+            "{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}"
+        );
+        let specials = SpecialTokens {
+            eos_token: Some("<end>".into()),
+            ..Default::default()
+        };
+        let t = ChatTemplate::new(source, specials).unwrap();
+        let m = [Message::new(Role::User, "Hi"), Message::new(Role::Assistant, "Hello!")];
+        assert_eq!(trained(&t, &m, MaskMode::Assistant), vec!["Hello!<end>".to_string()]);
     }
 
     #[test]
