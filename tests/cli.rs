@@ -175,6 +175,48 @@ fn quickstart_imports_trains_a_tokenizer_tokenizes_and_reports() {
     assert_eq!(exported.lines().count(), 20);
     let o = firebrand(dir.path(), &["data", "show", "qs/tokens.lance", "-n", "1"]);
     assert!(text(&o).0.contains("tokens dataset"));
+    // A tokenizer folder with its own Jinja chat template: `data tokenize` renders through it by
+    // default, and trains each assistant turn with its end-of-turn token.
+    let tpl = dir.path().join("tpl");
+    std::fs::create_dir_all(&tpl).unwrap();
+    std::fs::copy(dir.path().join("qs/tokenizer.json"), tpl.join("tokenizer.json")).unwrap();
+    let template = concat!(
+        "{% for m in messages %}### {{ m.role }}: {{ m.content | trim }}{{ eos_token }}\n{% endfor %}",
+        "{% if add_generation_prompt %}### assistant: {% endif %}"
+    );
+    let config = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>"});
+    std::fs::write(tpl.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let tokenize = |extra: &[&str]| {
+        let mut args = vec![
+            "data",
+            "tokenize",
+            "faq.lance",
+            "--tokenizer",
+            "tpl",
+            "--max-len",
+            "256",
+            "--out",
+            "m.lance",
+            "--overwrite",
+        ];
+        args.extend_from_slice(extra);
+        firebrand(dir.path(), &args)
+    };
+    let o = tokenize(&[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = firebrand(
+        dir.path(),
+        &["data", "debug", "m.lance", "--tokenizer", "tpl", "--color", "never"],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    // (A word's leading space may be in its token, so the brackets open before or after it.)
+    let opens = |role: &str| out.contains(&format!("### {role}:[[")) || out.contains(&format!("### {role}: [["));
+    assert!(opens("assistant") && !opens("user"), "{out}");
+    assert!(out.contains("<|im_end|>]]"), "{out}");
+    let o = tokenize(&["--template", "vicuna"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("chatml, llama3, plain, model"), "{}", text(&o).1);
     // Reading a tokens dataset where chat is expected names both kinds.
     let o = firebrand(
         dir.path(),
