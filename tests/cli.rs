@@ -20,6 +20,33 @@ pub fn manifest_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// Runs `firebrand args` in `dir` and kills it with SIGKILL as soon as `checkpoint` (relative to
+/// `dir`) exists; fails when it does not appear within `within`.
+pub fn kill_once_written<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    args: &[S],
+    checkpoint: &str,
+    within: std::time::Duration,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firebrand"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + within;
+    while !dir.join(checkpoint).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {checkpoint} within {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 pub fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use firebrand_data::Dataset;
 use firebrand_data::records::PreferenceRow;
 
-use crate::cli::{firebrand, text};
+use crate::cli::{firebrand, kill_once_written, text};
 
 const RECIPE: &str = r#"
 [model]
@@ -224,24 +224,12 @@ fn dpo_on_the_kernel_engine_trains_the_burn_curve_and_resumes_across_engines() {
     assert_close(&burn, &dpo_curve(d, "kernel"));
 
     // Killed once its second checkpoint exists, then resumed on the burn engine.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebrand"))
-        .current_dir(d)
-        .args(["train", "dpo.toml", "output.run=killed", "train.kernels=reference"])
-        .args(every)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !d.join("runs/killed/step-000002").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint within five minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let args = [
+        &["train", "dpo.toml", "output.run=killed", "train.kernels=reference"][..],
+        &every[..],
+    ]
+    .concat();
+    kill_once_written(d, &args, "runs/killed/step-000002", std::time::Duration::from_secs(300));
     let o = firebrand(d, &["train", "--resume", "runs/killed", "train.kernels=burn"]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert_close(&burn, &dpo_curve(d, "killed"));

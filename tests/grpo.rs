@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::cli::{firebrand, text};
+use crate::cli::{firebrand, kill_once_written, text};
 
 const RECIPE: &str = r#"
 [model]
@@ -331,23 +331,7 @@ fn grpo_on_the_kernel_engine_trains_the_burn_curve_and_resumes_after_sigkill() {
         &opts,
     ]
     .concat();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebrand"))
-        .current_dir(d)
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    while !d.join("runs/killed/step-000004").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint within five minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_once_written(d, &args, "runs/killed/step-000004", std::time::Duration::from_secs(300));
     train(d, &["train", "--resume", "runs/killed"]);
     let killed = lines(&d.join("runs/killed/metrics.jsonl"));
     for (x, y) in k.iter().zip(steps(&killed)) {

@@ -2,13 +2,13 @@
 //! retention, the NaN guard, recipe errors, and export with identical logits.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use firebrand_train::hf;
 
-use crate::cli::{firebrand, text};
+use crate::cli::{firebrand, kill_once_written, text};
 
 /// Quickstart data plus a short recipe in `dir`.
 fn setup(dir: &Path) {
@@ -111,20 +111,7 @@ fn training_learns_resumes_exactly_and_exports() {
     // Killed with SIGKILL once a checkpoint exists (mid-run, unless the run was faster than the
     // poll), then resumed: the same curve again, the metrics cut back to the checkpoint.
     let a = args("killed", "12", &[]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebrand"))
-        .current_dir(d)
-        .args(&a)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !d.join("runs/killed/step-000004").exists() {
-        assert!(Instant::now() < deadline, "no checkpoint within two minutes");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_once_written(d, &a, "runs/killed/step-000004", Duration::from_secs(120));
     let o = firebrand(d, &["train", "--resume", "runs/killed"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let (killed, _) = curve(d, "killed");
