@@ -122,8 +122,11 @@ pub trait Method<B: AutodiffBackend> {
     /// Where the units come from (for messages).
     fn source(&self) -> PathBuf;
 
-    /// What every forward of a training micro-batch computes.
-    fn want(&self) -> Want;
+    /// What every forward of a training micro-batch computes: log-probs at temperature 1 with
+    /// gradients, unless the method asks for more.
+    fn want(&self) -> Want {
+        Want::default()
+    }
 
     /// Whether the loop may build the next step's window while the device runs the current step
     /// (not GRPO's: it samples from the policy the step updates, and its windows carry state).

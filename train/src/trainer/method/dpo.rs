@@ -299,10 +299,6 @@ impl<B: AutodiffBackend> Method<B> for Dpo {
         self.path.clone()
     }
 
-    fn want(&self) -> Want {
-        Want::default()
-    }
-
     fn window(&mut self, engine: &mut dyn Engine<B>, cursor: &mut Cursor, step: usize) -> Result<Window, TrainError> {
         read_window(engine, cursor, step, (self.accum, self.micro_batch), |idx| {
             self.rows(idx)

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use burn::tensor::backend::AutodiffBackend;
 use firebrand_data::{Dataset, DatasetKind, TokensRow};
 
-use crate::engine::api::{Engine, Forward, Grad, Micro, Want};
+use crate::engine::api::{Engine, Forward, Grad, Micro};
 use crate::error::TrainError;
 use crate::localist::{LayerMetrics, Penalty};
 use crate::trainer::method::api::{
@@ -101,10 +101,6 @@ impl<B: AutodiffBackend> Method<B> for Sft {
 
     fn source(&self) -> PathBuf {
         self.path.clone()
-    }
-
-    fn want(&self) -> Want {
-        Want::default()
     }
 
     fn window(&mut self, engine: &mut dyn Engine<B>, cursor: &mut Cursor, step: usize) -> Result<Window, TrainError> {
