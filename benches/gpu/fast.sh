@@ -12,11 +12,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 . benches/gpu/lib.sh
-fb_unpack > "$OUT/gpu.txt"; cat "$OUT/gpu.txt"
-fb_libs > "$OUT/libs.txt"; cat "$OUT/libs.txt"
-export FIREBRAND_KERNEL_CACHE=/tmp/fb-kernels
+fb_kernel_start
 STAGES=${STAGES:-kernels sft torch curves}
-has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has kernels; then
   echo "== kernels"
   timeout 240 $FB bench kernels --device cuda 2>&1 | tee "$OUT/kernels.txt"

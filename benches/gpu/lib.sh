@@ -35,3 +35,12 @@ PY
   echo "library folders added: $extra"
   export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra"
 }
+fb_kernel_start() {
+  # What the kernel-engine benchmarks do first: the binary unpacked and the card named (gpu.txt),
+  # cuBLASLt and NVRTC found (libs.txt), one kernel cache for every command of the call.
+  fb_unpack > "$OUT/gpu.txt"; cat "$OUT/gpu.txt"
+  fb_libs > "$OUT/libs.txt"; cat "$OUT/libs.txt"
+  export FIREBRAND_KERNEL_CACHE=/tmp/fb-kernels
+}
+# Whether stage $1 is in $STAGES.
+has() { [[ " $STAGES " == *" $1 "* ]]; }
